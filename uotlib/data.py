@@ -101,7 +101,9 @@ def read_idx(path: Path) -> np.ndarray:
         raw = handle.read()
     magic = struct.unpack(">I", raw[:4])[0]
     if magic >> 8 != 0x08:
-        raise DataSourceError(f"{path} is not an unsigned-byte IDX file (magic {magic:#x})")
+        raise DataSourceError(
+            f"{path} is not an unsigned-byte IDX file (magic {magic:#x})"
+        )
     ndim = magic & 0xFF
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
@@ -151,12 +153,21 @@ def mnist_from_hub(pickle_path: Path, raw_dir: Path) -> None:
     def to_uint8(x: np.ndarray) -> np.ndarray:
         scaled = np.asarray(x, dtype=np.float64) * 256.0
         as_int = np.rint(scaled)
-        if np.abs(scaled - as_int).max() > 1e-6 or as_int.min() < 0 or as_int.max() > 255:
-            raise DataSourceError(f"{pickle_path} does not hold values k/256, k in 0..255")
+        if (
+            np.abs(scaled - as_int).max() > 1e-6
+            or as_int.min() < 0
+            or as_int.max() > 255
+        ):
+            raise DataSourceError(
+                f"{pickle_path} does not hold values k/256, k in 0..255"
+            )
         return as_int.astype(np.uint8).reshape(-1, 28, 28)
 
     raw_dir.mkdir(parents=True, exist_ok=True)
-    write_idx(raw_dir / "train-images-idx3-ubyte", to_uint8(np.concatenate([x_train, x_valid])))
+    write_idx(
+        raw_dir / "train-images-idx3-ubyte",
+        to_uint8(np.concatenate([x_train, x_valid])),
+    )
     write_idx(
         raw_dir / "train-labels-idx1-ubyte",
         np.concatenate([y_train, y_valid]).astype(np.uint8),
@@ -249,7 +260,7 @@ def ensure_fashion_mnist(root: Path | None = None) -> Path:
 
 @dataclass
 class ImageSet:
-    """A split held as tensors: ``images`` (N, 1, 28, 28) in [-1, 1], ``labels`` (N,)."""
+    """A split as tensors: ``images`` (N, 1, 28, 28) in [-1, 1], ``labels`` (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor

@@ -145,14 +145,10 @@ def gan_discriminator_loss(
     written with logits so that it stays finite for saturated outputs.
     """
     real = F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-    fake = F.binary_cross_entropy_with_logits(
-        logit_fake, torch.zeros_like(logit_fake)
-    )
+    fake = F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
     return real + fake
 
 
 def gan_generator_loss(logit_fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss E_x[-log sigmoid(D(G(x)))] [eq. gan-g-loss]."""
     return F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
-
-

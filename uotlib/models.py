@@ -33,7 +33,9 @@ def make_activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         valid = ", ".join(sorted(ACTIVATIONS))
-        raise ValueError(f"unknown activation {name!r}; expected one of: {valid}") from None
+        raise ValueError(
+            f"unknown activation {name!r}; expected one of: {valid}"
+        ) from None
 
 
 def _mlp(dims: Sequence[int], activation: str) -> list[nn.Module]:
@@ -55,7 +57,9 @@ class MLPGenerator(nn.Module):
     def __init__(self, z_dim: int = 100, hidden: Sequence[int] = (256, 512, 1024)):
         super().__init__()
         self.z_dim = z_dim
-        self.net = nn.Sequential(*_mlp([z_dim, *hidden, IMAGE_DIM], "leaky_relu"), nn.Tanh())
+        self.net = nn.Sequential(
+            *_mlp([z_dim, *hidden, IMAGE_DIM], "leaky_relu"), nn.Tanh()
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # (B, z_dim) or (B, 1, h, w) -> (B, 1, 28, 28)
@@ -69,7 +73,9 @@ class MLPCritic(nn.Module):
     potential. Hidden widths 512-256 by default.
     """
 
-    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "leaky_relu"):
+    def __init__(
+        self, hidden: Sequence[int] = (512, 256), activation: str = "leaky_relu"
+    ):
         super().__init__()
         self.net = nn.Sequential(*_mlp([IMAGE_DIM, *hidden, 1], activation))
 
