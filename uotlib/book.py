@@ -5,7 +5,7 @@ Two environment switches control how much a chapter computes:
 * ``UOTLIB_QUICK=1``: shrink every computation to seconds or minutes (CI and
   ``make test`` use it); a chapter says on the page that it is a quick run.
 * ``UOTLIB_RETRAIN=1``: retrain what a chapter would otherwise load from
-  ``results/``.
+  ``results/``, into ``_retrain/``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ def quick_mode() -> bool:
 def retrain_mode() -> bool:
     """True when ``UOTLIB_RETRAIN=1``: chapters retrain instead of loading."""
     return _flag("UOTLIB_RETRAIN")
+
+
+def results_root() -> Path:
+    """Where chapters read runs: ``results/``, or ``_retrain/`` when retraining.
+
+    Retrained runs go to their own folder so that a retrain never overwrites
+    the committed results it is meant to be compared with.
+    """
+    return REPO_ROOT / "_retrain" if retrain_mode() else RESULTS_DIR
 
 
 def seed_everything(seed: int) -> None:

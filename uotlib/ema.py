@@ -7,7 +7,7 @@ After step t the average holds
 with d_t = decay, or d_t = min(decay, (1 + t) / (10 + t)) when ``warmup`` is
 on. The average starts from the network's weights at construction, so
 without warm-up the initial (random) weights keep a share decay^t of the
-average: 0.9999^23450 = 0.096 after 50 MNIST epochs of 469 steps. Warm-up
+average: 0.9999^23400 = 0.096 after 50 MNIST epochs of 468 steps. Warm-up
 forgets the start in proportion to the steps taken and reaches d_t = 0.999
 after about 9,000 steps.
 

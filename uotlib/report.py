@@ -1,0 +1,407 @@
+"""What the experiment chapters show: committed runs as tables and figures.
+
+The chapters never retrain silently. They read ``results/<run>/seed<k>/``
+(written by ``python -m uotlib reproduce``), draw the curves stored in
+``metrics.json``, and recompute the FID of the committed seed-0 generator
+snapshots, so every number on the page is computed during the build.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .book import quick_mode, results_root, retrain_mode
+from .experiments import (
+    DEFAULT_SEEDS,
+    ROWS,
+    RUNS,
+    Row,
+    read_metrics,
+    row_value,
+    run_dir,
+)
+
+
+def ensure_runs(run: str, seeds: Sequence[int] = DEFAULT_SEEDS) -> None:
+    """Train ``run`` for ``seeds`` into ``_retrain/`` when ``UOTLIB_RETRAIN=1``.
+
+    Without the switch this does nothing: chapters only read committed runs.
+    With ``UOTLIB_QUICK=1`` too, each run is cut to 2 epochs and 2,000
+    evaluation samples, which the chapter's banner says.
+    """
+    if not retrain_mode():
+        return
+    from .train import train
+
+    config = RUNS[run]
+    if quick_mode():
+        config = config.replace(
+            epochs=2,
+            eval_every=1,
+            n_eval=2000,
+            snapshot_epochs=[],
+        )
+    for seed in seeds:
+        train(config.replace(seed=seed), run_dir(results_root(), run, seed))
+
+
+def runs_present(
+    run: str, seeds: Sequence[int] = DEFAULT_SEEDS, results: Path | None = None
+) -> dict[int, dict[str, Any]]:
+    """The metrics of each seed of ``run`` that has a ``metrics.json``."""
+    results = results or results_root()
+    found = {}
+    for seed in seeds:
+        metrics = read_metrics(results, run, seed)
+        if metrics is not None:
+            found[seed] = metrics
+    return found
+
+
+def status_markdown(run: str, seeds: Sequence[int] = DEFAULT_SEEDS) -> str:
+    """A paragraph saying which seeds of ``run`` exist and how to make the rest."""
+    present = runs_present(run, seeds)
+    epochs = RUNS[run].epochs
+    done = [s for s, m in present.items() if len(m["epochs"]) >= epochs]
+    partial = {s: len(m["epochs"]) for s, m in present.items() if s not in done}
+    command = f"python -m uotlib reproduce --runs {run} --seeds " + " ".join(
+        map(str, seeds)
+    )
+    if len(done) == len(seeds):
+        return f"All {len(seeds)} seeds of run `{run}` finished ({epochs} epochs)."
+    parts = [f"**Results incomplete.** Run `{run}` ({epochs} epochs):"]
+    parts.append(f"finished seeds: {done or 'none'};")
+    if partial:
+        parts.append(
+            "unfinished: "
+            + ", ".join(f"seed {s} at epoch {e}" for s, e in partial.items())
+            + ";"
+        )
+    parts.append(f"the missing results are produced by `{command}`.")
+    return " ".join(parts)
+
+
+def curve(
+    metrics: dict[str, Any], generator: str = "raw", key: str = "fid"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and values of ``key`` for ``generator`` over a run's evaluations."""
+    points = [
+        (rec["epoch"], rec[generator][key])
+        for rec in metrics["evals"]
+        if generator in rec and key in rec[generator]
+    ]
+    if not points:
+        return np.array([]), np.array([])
+    epochs, values = zip(*points, strict=True)
+    return np.array(epochs), np.array(values, dtype=float)
+
+
+def plot_curves(
+    ax: plt.Axes,
+    run: str,
+    generators: Sequence[str] = ("raw",),
+    key: str = "fid",
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    log_scale: bool = False,
+) -> None:
+    """One line per generator: the mean over seeds, with each seed drawn thin."""
+    present = runs_present(run, seeds)
+    for index, generator in enumerate(generators):
+        color = f"C{index}"
+        series = [curve(m, generator, key) for m in present.values()]
+        series = [s for s in series if len(s[0])]
+        for epochs, values in series:
+            ax.plot(epochs, values, color=color, alpha=0.3, linewidth=0.8)
+        if series:
+            common = sorted(set.intersection(*(set(e.tolist()) for e, _ in series)))
+            mean = [np.mean([v[list(e).index(c)] for e, v in series]) for c in common]
+            ax.plot(
+                common, mean, color=color, marker="o", markersize=3, label=generator
+            )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key.replace("_", " "))
+    if log_scale:
+        ax.set_yscale("log")
+    if ax.lines:
+        ax.legend()
+
+
+def plot_losses(ax: plt.Axes, run: str, seed: int = 0) -> None:
+    """Critic and generator losses per epoch of one seed."""
+    metrics = read_metrics(results_root(), run, seed)
+    if metrics is None:
+        return
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+    for key in ("loss_d", "loss_g", "penalty"):
+        ax.plot(epochs, [e[key] for e in metrics["epochs"]], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean loss over the epoch")
+    ax.legend()
+
+
+def show_grid(ax: plt.Axes, path: Path, title: str | None = None) -> bool:
+    """Draw a saved sample grid; False when the file does not exist."""
+    ax.set_axis_off()
+    if not Path(path).is_file():
+        ax.text(0.5, 0.5, f"missing:\n{Path(path).name}", ha="center", va="center")
+        return False
+    ax.imshow(plt.imread(path), cmap="gray")
+    if title:
+        ax.set_title(title)
+    return True
+
+
+def plot_class_histogram(
+    ax: plt.Axes, counts: Sequence[int], reference: Sequence[int], label: str
+) -> None:
+    """Class shares of generated digits next to the test set's."""
+    digits = np.arange(10)
+    ax.bar(digits - 0.2, np.asarray(counts) / np.sum(counts), 0.4, label=label)
+    ax.bar(digits + 0.2, np.asarray(reference) / np.sum(reference), 0.4, label="test")
+    ax.set_xticks(digits)
+    ax.set_xlabel("class assigned by the feature network")
+    ax.set_ylabel("share")
+    ax.legend()
+
+
+def row_numbers(row: Row, seeds: Sequence[int] = DEFAULT_SEEDS) -> dict[str, Any]:
+    """Mean and spread over seeds of the row's metrics, from ``metrics.json``."""
+    out: dict[str, Any] = {"row": row.label, "report_fid": row.report_fid}
+    for key in ("fid", "precision", "recall", "class_kl"):
+        values = []
+        for metrics in runs_present(row.run, seeds).values():
+            value = row_value(metrics, row, key)
+            if value is not None:
+                values.append(value)
+        out[key] = values
+    return out
+
+
+def _mean_std(values: Sequence[float], digits: int) -> str:
+    if not values:
+        return "missing"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (1 seed)"
+    return (
+        f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    )
+
+
+def table_markdown(rows: Sequence[Row] = ROWS, seeds=DEFAULT_SEEDS) -> str:
+    """The report's FID next to this project's, as a Markdown table."""
+    lines = [
+        "| row | report FID | our FID (mean ± sd) | precision | recall "
+        "| class KL | seeds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        n = row_numbers(row, seeds)
+        lines.append(
+            f"| {row.label} | {row.report_fid:g} | {_mean_std(n['fid'], 2)} | "
+            f"{_mean_std(n['precision'], 3)} | {_mean_std(n['recall'], 3)} | "
+            f"{_mean_std(n['class_kl'], 3)} | {len(n['fid'])} |"
+        )
+    return "\n".join(lines)
+
+
+def snapshot_path(row: Row, seed: int = 0) -> Path:
+    """The committed generator snapshot that ``row`` is read from."""
+    return run_dir(results_root(), row.run, seed) / f"generator_e{row.epoch}.pt"
+
+
+def recompute_row(row: Row, n: int, seed: int = 0) -> dict[str, Any] | None:
+    """Metrics of the row's committed snapshot, recomputed now (None if absent).
+
+    The snapshot holds half-precision weights; with ``n`` = 10,000 its FID is
+    compared in the chapters with the full-precision value that training
+    recorded.
+    """
+    from .fid import evaluate_generator
+    from .train import load_generator_from_checkpoint
+
+    path = snapshot_path(row, seed)
+    if not path.is_file():
+        return None
+    ema = False if row.generator == "raw" else row.generator
+    generator, sample_source = load_generator_from_checkpoint(path, ema)
+    return evaluate_generator(generator, sample_source, n=n)
+
+
+def test_class_counts() -> list[int]:
+    """How many of the 10,000 MNIST test images show each digit."""
+    import torch
+
+    from .data import load_mnist
+
+    return torch.bincount(load_mnist(train=False).labels, minlength=10).tolist()
+
+
+def config_markdown(run: str) -> str:
+    """The run's configuration as a two-column Markdown table."""
+    rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in RUNS[run].to_dict().items())
+    return "| key | value |\n|---|---|\n" + rows
+
+
+def figure_curves(run: str, generators: Sequence[str] = ("raw",), key: str = "fid"):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    plot_curves(ax, run, generators, key)
+    if not ax.lines:
+        _no_results(ax, run)
+    return fig
+
+
+def figure_losses(run: str):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    plot_losses(ax, run)
+    if not ax.lines:
+        _no_results(ax, run)
+    return fig
+
+
+def figure_samples(row: Row, seed: int = 0):
+    """The sample grid saved at the run's last evaluation, for row's generator."""
+    suffix = "" if row.generator == "raw" else f"_{row.generator}"
+    fig, ax = plt.subplots(figsize=(4, 4))
+    show_grid(ax, run_dir(results_root(), row.run, seed) / f"samples{suffix}.png")
+    return fig
+
+
+def figure_classes(row: Row, seed: int = 0):
+    """Class shares of the row's generator at the row's epoch, against the test set."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    metrics = read_metrics(results_root(), row.run, seed)
+    counts = row_value(metrics, row, "class_histogram") if metrics else None
+    if counts is None:
+        _no_results(ax, row.run)
+    else:
+        plot_class_histogram(ax, counts, test_class_counts(), row.generator)
+    return fig
+
+
+def _no_results(ax: plt.Axes, run: str) -> None:
+    ax.text(
+        0.5,
+        0.5,
+        f"no committed results for run '{run}' yet",
+        ha="center",
+        va="center",
+        transform=ax.transAxes,
+    )
+
+
+def recompute_markdown(row: Row) -> str:
+    """Recompute the row's FID from its committed seed-0 snapshot and say so.
+
+    In a full build the recomputed FID must match the one recorded during
+    training within 1% (the snapshot is half precision); a quick build uses
+    2,000 samples, whose FID is biased upwards, and only reports the value.
+    """
+    n = 2000 if quick_mode() else 10000
+    recomputed = recompute_row(row, n=n)
+    if recomputed is None:
+        return f"No committed checkpoint at `{snapshot_path(row)}` yet."
+    message = (
+        f"Recomputed FID of the seed-0 checkpoint `{snapshot_path(row).name}` "
+        f"({row.generator}) with {n:,} samples: {recomputed['fid']:.2f}."
+    )
+    metrics = read_metrics(results_root(), row.run, 0)
+    recorded = row_value(metrics, row) if metrics else None
+    if recorded is not None and not quick_mode():
+        if abs(recomputed["fid"] - recorded) > 0.01 * recorded:
+            raise AssertionError(
+                f"{row.label}: recomputed FID {recomputed['fid']:.3f} differs from "
+                f"the recorded {recorded:.3f} by more than 1%"
+            )
+        message += f" Recorded during training: {recorded:.2f} (within 1%)."
+    return message
+
+
+def initial_weight_share(decay: float, steps: np.ndarray, warmup: bool = False):
+    """Share of the initial weights left in an EMA after ``steps`` updates.
+
+    Without warm-up it is decay^t. With the warm-up d_t = min(decay,
+    (1 + t) / (10 + t)) the product of the d_t vanishes after the very first
+    updates (d_0 = 0.1), so the start is forgotten almost at once.
+    """
+    steps = np.asarray(steps, dtype=float)
+    if not warmup:
+        return decay**steps
+    t = np.arange(int(steps.max()) + 1, dtype=float)
+    d = np.minimum(decay, (1.0 + t) / (10.0 + t))
+    cumulative = np.concatenate([[1.0], np.cumprod(d)])
+    return cumulative[steps.astype(int)]
+
+
+def mix_with_initial(
+    row: Row, weights_of_start: Sequence[float], n: int, seed: int = 0
+):
+    """FID of (1 - w) theta_T + w theta_0 for each w in ``weights_of_start``.
+
+    theta_T is the row's committed raw generator, theta_0 the generator's
+    initial weights, rebuilt from the run's seed. An EMA without warm-up holds
+    a share decay^t of theta_0; this isolates what that share alone does.
+    """
+    import torch
+
+    from .fid import evaluate_generator
+    from .train import Trainer, load_generator_from_checkpoint
+
+    trained, sample_source = load_generator_from_checkpoint(snapshot_path(row, seed))
+    start = Trainer(RUNS[row.run].replace(seed=seed), torch.device("cpu")).generator
+    out = []
+    for w in weights_of_start:
+        mixed = {
+            k: (1 - w) * v + w * start.state_dict()[k]
+            for k, v in trained.state_dict().items()
+        }
+        trained_copy, _ = load_generator_from_checkpoint(snapshot_path(row, seed))
+        trained_copy.load_state_dict(mixed)
+        out.append(evaluate_generator(trained_copy, sample_source, n=n)["fid"])
+    return out
+
+
+def ordering_markdown(rows: Sequence[Row] = ROWS, seeds=DEFAULT_SEEDS) -> str:
+    """Ranks and ratios to the GAN row, the report's against this project's.
+
+    FIDs on different feature spaces cannot be compared as numbers, but their
+    orderings and their ratios to a common baseline can.
+    """
+    ours = {}
+    for row in rows:
+        values = row_numbers(row, seeds)["fid"]
+        if values:
+            ours[row.label] = statistics.fmean(values)
+    if len(ours) < 2:
+        return "Fewer than two rows have results; no ordering to compare yet."
+
+    labels = [row.label for row in rows if row.label in ours]
+    report = {row.label: row.report_fid for row in rows}
+    rank_report = {lab: i for i, lab in enumerate(sorted(labels, key=report.get))}
+    rank_ours = {lab: i for i, lab in enumerate(sorted(labels, key=ours.get))}
+    base = rows[0].label
+    lines = [
+        "| row | report rank | our rank | report FID / GAN | our FID / GAN |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for lab in labels:
+        ratio_ours = f"{ours[lab] / ours[base]:.2f}" if base in ours else "missing"
+        lines.append(
+            f"| {lab} | {rank_report[lab] + 1} | {rank_ours[lab] + 1} | "
+            f"{report[lab] / report[base]:.2f} | {ratio_ours} |"
+        )
+    n = len(labels)
+    d2 = sum((rank_report[lab] - rank_ours[lab]) ** 2 for lab in labels)
+    rho = 1 - 6 * d2 / (n * (n * n - 1))
+    agree = sum(rank_report[lab] == rank_ours[lab] for lab in labels)
+    lines.append("")
+    lines.append(
+        f"Spearman rank correlation over {n} rows: {rho:.2f}; "
+        f"{agree} of {n} rows hold the same rank."
+    )
+    return "\n".join(lines)
