@@ -141,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
 
-    from . import classifier, evaluate
+    from . import classifier, evaluate, probes
 
     classifier.add_parser(sub)
     evaluate.add_parser(sub)
+    probes.add_parser(sub)
     return parser
 
 
