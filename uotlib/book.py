@@ -61,4 +61,7 @@ def mode_banner() -> str:
             "**Quick run** (`UOTLIB_QUICK=1`): the numbers on this page come from "
             "shortened computations and are not the chapter's results."
         )
-    return "Full run: the numbers on this page come from the committed results."
+    return (
+        "Full run: nothing on this page was shortened; numbers of long trainings "
+        "come from the committed results in `results/`."
+    )
