@@ -52,7 +52,9 @@ def test_ema_decay_zero_copies_parameters_and_buffers():
     ema = EMA(net, decay=0.0)
     _perturb(net)
     ema.update(net)
-    for a, b in zip(ema.module.state_dict().values(), net.state_dict().values()):
+    for a, b in zip(
+        ema.module.state_dict().values(), net.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
 
 

@@ -8,15 +8,10 @@ typo in a TOML file fails before any training starts.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from .losses import PSI_STAR
 from .models import ACTIVATIONS

@@ -1,0 +1,80 @@
+"""The helpers behind the experiment chapters: shares, tables, orderings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from uotlib import report
+from uotlib.ema import EMA
+from uotlib.experiments import ROWS, Row, summarise
+
+
+def test_initial_weight_share_matches_an_ema_run():
+    # an EMA of a constant network that starts at 0 and jumps to 1 holds
+    # exactly the share 1 - (share of the start) at every step
+    for warmup in (False, True):
+        net = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            net.weight.fill_(0.0)
+        ema = EMA(net, decay=0.99, warmup=warmup)
+        with torch.no_grad():
+            net.weight.fill_(1.0)
+        for _ in range(50):
+            ema.update(net)
+        share = report.initial_weight_share(0.99, np.array([50]), warmup)[0]
+        assert ema.module.weight.item() == pytest.approx(1 - share, rel=1e-6)
+
+
+def test_initial_weight_share_without_warmup_is_a_power():
+    steps = np.array([0, 10, 23400])
+    assert np.allclose(report.initial_weight_share(0.9999, steps), 0.9999**steps)
+
+
+def _fake_results(tmp_path, fids):
+    for seed, offset in ((0, 0.0), (1, 2.0)):
+        for run, table in fids.items():
+            evals = [
+                {"epoch": epoch, **{g: {"fid": v + offset} for g, v in gens.items()}}
+                for epoch, gens in table.items()
+            ]
+            folder = tmp_path / run / f"seed{seed}"
+            folder.mkdir(parents=True)
+            metrics = {"config": {"epochs": 100}, "epochs": [], "evals": evals}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_ordering_table_ranks_and_spearman(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    _fake_results(
+        tmp_path,
+        {
+            "gan": {100: {"raw": 10.0}},
+            "uot": {60: {"raw": 40.0}, 100: {"raw": 30.0}},
+        },
+    )
+    text = report.ordering_markdown(ROWS[:3], seeds=(0, 1))
+    assert "| GAN baseline | 1 | 1 | 1.00 | 1.00 |" in text
+    # ours: 11, 41, 31 over the two seeds, ranks 1, 3, 2 against 1, 2, 3
+    assert f"| {31 / 11:.2f} |" in text
+    assert "Spearman rank correlation over 3 rows: 0.50; 1 of 3 rows" in text
+
+
+def test_summary_reads_rows_from_shared_runs(tmp_path):
+    _fake_results(tmp_path, {"uot": {60: {"raw": 20.0}, 100: {"raw": 30.0}}})
+    summary = {e["row"]: e for e in summarise(tmp_path, seeds=(0, 1))}
+    row60 = summary["UOT baseline, 60 epochs"]
+    assert row60["fid_mean"] == pytest.approx(21.0)
+    assert row60["fid_std"] == pytest.approx(np.std([20.0, 22.0], ddof=1))
+    assert summary["GAN baseline"]["seeds"] == []
+
+
+def test_row_value_reads_the_named_generator():
+    metrics = {"evals": [{"epoch": 50, "raw": {"fid": 3.0}, "ema0.9999": {"fid": 9.0}}]}
+    row = Row("x", 1.0, "uot-exp", 50, "ema0.9999")
+    from uotlib.experiments import row_value
+
+    assert row_value(metrics, row) == 9.0
+    assert row_value(metrics, Row("x", 1.0, "uot-exp", 60)) is None
