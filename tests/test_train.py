@@ -160,3 +160,15 @@ def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
     )
     assert code == 2
     assert "x.pt does not exist" in capsys.readouterr().err
+
+
+def test_a_run_in_progress_cannot_be_trained_twice(tmp_path, tiny_data):
+    from uotlib.train import run_lock
+
+    with run_lock(tmp_path):
+        with pytest.raises(RuntimeError, match="being trained by another process"):
+            train(TrainConfig(**TINY), tmp_path, no_eval, tiny_data, progress=False)
+    # released: the run can start now
+    train(
+        TrainConfig(**TINY), tmp_path, no_eval, tiny_data, progress=False, stop_after=1
+    )

@@ -18,13 +18,14 @@ Files written to ``out_dir``:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,35 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(out_dir):
+        return _train_locked(config, out_dir, evaluator, data, progress, stop_after)
+
+
+@contextmanager
+def run_lock(out_dir: Path):
+    """Hold an exclusive lock on ``out_dir`` for the duration of training.
+
+    Two processes resuming the same run would overwrite each other's
+    checkpoints; the second one fails here instead. The lock is released by
+    the operating system when the process dies, so a killed run never leaves
+    a stale lock behind.
+    """
+    handle = open(out_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"{out_dir} is being trained by another process; wait for it or stop it"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _train_locked(config, out_dir, evaluator, data, progress, stop_after):
     trainer = Trainer(config)
     device = trainer.device
     if data is None:
