@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the training steps and a matmul peak")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per case")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed block")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16 cases")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
