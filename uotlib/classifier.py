@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -33,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .data import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +106,6 @@ class MnistCNN(nn.Module):
 def record_path(weights: Path) -> Path:
     """The JSON record that sits next to a weights file (same stem)."""
     return Path(weights).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_record(weights: Path = WEIGHTS_PATH) -> dict:

