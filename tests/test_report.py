@@ -78,3 +78,19 @@ def test_row_value_reads_the_named_generator():
 
     assert row_value(metrics, row) == 9.0
     assert row_value(metrics, Row("x", 1.0, "uot-exp", 60)) is None
+
+
+def test_prune_snapshots_keeps_what_the_book_reads(tmp_path):
+    from uotlib.experiments import prune_snapshots, run_dir
+
+    for seed in (0, 1):
+        folder = run_dir(tmp_path, "uot-exp", seed)
+        folder.mkdir(parents=True)
+        for epoch in (50, 70):
+            gens = {g: {"w": torch.zeros(2)} for g in ("raw", "ema0.9999", "ema0.999")}
+            torch.save({"generators": gens}, folder / f"generator_e{epoch}.pt")
+        prune_snapshots(tmp_path, "uot-exp", seed)
+    kept = torch.load(run_dir(tmp_path, "uot-exp", 0) / "generator_e50.pt")
+    assert set(kept["generators"]) == {"raw", "ema0.9999"}
+    assert not (run_dir(tmp_path, "uot-exp", 0) / "generator_e70.pt").exists()
+    assert not list(run_dir(tmp_path, "uot-exp", 1).glob("*.pt"))

@@ -70,7 +70,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .experiments import RUNS, is_finished, read_metrics, run_dir, summarise
+    from .experiments import (
+        RUNS,
+        is_finished,
+        prune_snapshots,
+        read_metrics,
+        run_dir,
+        summarise,
+    )
     from .train import atomic_write_json, train
 
     _set_threads(args.threads)
@@ -90,6 +97,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 run_dir(results, run, seed),
                 progress=not args.no_progress,
             )
+            prune_snapshots(results, run, seed)
             atomic_write_json(summarise(results, args.seeds), results / "summary.json")
     atomic_write_json(summarise(results, args.seeds), results / "summary.json")
     return 0

@@ -69,6 +69,40 @@ ROWS = [
 
 DEFAULT_SEEDS = (0, 1, 2)
 
+# generators the book reads from snapshots beyond the rows: the EMA chapter
+# mixes the raw generator of epoch 50 with its initial weights
+EXTRA_SNAPSHOT_NEEDS = {("uot-exp", 50, "raw")}
+
+
+def snapshot_needs() -> set[tuple[str, int, str]]:
+    """(run, epoch, generator) triples that the book loads from snapshots."""
+    return {(r.run, r.epoch, r.generator) for r in ROWS} | EXTRA_SNAPSHOT_NEEDS
+
+
+def prune_snapshots(results: Path, run: str, seed: int) -> None:
+    """Keep in each snapshot of a run only the generators the book reads.
+
+    A snapshot holds every generator of its epoch (raw and each EMA), 3.3 MB
+    each in half precision; the committed ones keep only what a row or a
+    chapter loads. Snapshots of seeds other than 0 are not read at all and
+    are deleted; their numbers live in ``metrics.json``.
+    """
+    import torch
+
+    from .train import atomic_save
+
+    needs = snapshot_needs()
+    for path in sorted(run_dir(results, run, seed).glob("generator_e*.pt")):
+        epoch = int(path.stem.removeprefix("generator_e"))
+        keep = {g for r, e, g in needs if r == run and e == epoch}
+        if seed != 0 or not keep:
+            path.unlink()
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if set(state["generators"]) != keep:
+            state["generators"] = {g: state["generators"][g] for g in sorted(keep)}
+            atomic_save(state, path)
+
 
 def resolve(name_or_path: str) -> tuple[str, TrainConfig]:
     """A run's name and config from a run name or a TOML file path."""
