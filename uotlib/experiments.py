@@ -62,9 +62,9 @@ ROWS = [
     Row("GAN baseline", 29.78, "gan", 100),
     Row("UOT baseline, 60 epochs", 35.6, "uot", 60),
     Row("UOT baseline, 100 epochs", 46.8, "uot", 100),
-    Row("UOT, 100 epochs, Psi* = exp", 37.1, "uot-exp", 100),
-    Row("UOT + Psi* = exp + EMA, 50 epochs", 143.0, "uot-exp", 50, "ema0.9999"),
-    Row("UOT + Psi* = exp + EMA, 90 epochs", 136.0, "uot-exp", 90, "ema0.9999"),
+    Row("UOT, 100 epochs, Ψ* = exp", 37.1, "uot-exp", 100),
+    Row("UOT + Ψ* = exp + EMA, 50 epochs", 143.0, "uot-exp", 50, "ema0.9999"),
+    Row("UOT + Ψ* = exp + EMA, 90 epochs", 136.0, "uot-exp", 90, "ema0.9999"),
 ]
 
 DEFAULT_SEEDS = (0, 1, 2)

@@ -338,6 +338,16 @@ def initial_weight_share(decay: float, steps: np.ndarray, warmup: bool = False):
     return cumulative[steps.astype(int)]
 
 
+def initial_generator_state(run: str, seed: int) -> dict:
+    """The generator's weights before its first update, rebuilt from the seed."""
+    import torch
+
+    from .train import Trainer
+
+    trainer = Trainer(RUNS[run].replace(seed=seed), torch.device("cpu"))
+    return trainer.generator.state_dict()
+
+
 def mix_with_initial(
     row: Row, weights_of_start: Sequence[float], n: int, seed: int = 0
 ):
@@ -347,19 +357,14 @@ def mix_with_initial(
     initial weights, rebuilt from the run's seed. An EMA without warm-up holds
     a share decay^t of theta_0; this isolates what that share alone does.
     """
-    import torch
-
     from .fid import evaluate_generator
-    from .train import Trainer, load_generator_from_checkpoint
+    from .train import load_generator_from_checkpoint
 
     trained, sample_source = load_generator_from_checkpoint(snapshot_path(row, seed))
-    start = Trainer(RUNS[row.run].replace(seed=seed), torch.device("cpu")).generator
+    start = initial_generator_state(row.run, seed)
     out = []
     for w in weights_of_start:
-        mixed = {
-            k: (1 - w) * v + w * start.state_dict()[k]
-            for k, v in trained.state_dict().items()
-        }
+        mixed = {k: (1 - w) * v + w * start[k] for k, v in trained.state_dict().items()}
         trained_copy, _ = load_generator_from_checkpoint(snapshot_path(row, seed))
         trained_copy.load_state_dict(mixed)
         out.append(evaluate_generator(trained_copy, sample_source, n=n)["fid"])
@@ -405,3 +410,31 @@ def ordering_markdown(rows: Sequence[Row] = ROWS, seeds=DEFAULT_SEEDS) -> str:
         f"{agree} of {n} rows hold the same rank."
     )
     return "\n".join(lines)
+
+
+def bias_corrected_ema_fid(row: Row, n: int, seed: int = 0) -> float | None:
+    """FID of the row's EMA with the share of its initial weights removed.
+
+    An EMA without warm-up after t updates is d^t theta_0 + (1 - d^t) A_t,
+    where A_t is a weighted average of the trained weights only. Solving for
+    A_t = (EMA - d^t theta_0) / (1 - d^t) keeps the EMA's long horizon and
+    drops its start, which separates the two ways a slow decay can hurt.
+    """
+    from .fid import evaluate_generator
+    from .train import load_generator_from_checkpoint
+
+    path = snapshot_path(row, seed)
+    if not path.is_file():
+        return None
+    config = RUNS[row.run].replace(seed=seed)
+    spec = next(e for e in config.ema if e.label == row.generator)
+    if spec.warmup:
+        raise ValueError(f"{row.generator} has warm-up; its start is already gone")
+    ema, sample_source = load_generator_from_checkpoint(path, row.generator)
+    start = initial_generator_state(row.run, seed)
+    share = spec.decay ** (row.epoch * (60000 // config.batch_size))
+    corrected = {
+        k: (v - share * start[k]) / (1 - share) for k, v in ema.state_dict().items()
+    }
+    ema.load_state_dict(corrected)
+    return evaluate_generator(ema, sample_source, n=n)["fid"]
