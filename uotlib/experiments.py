@@ -75,8 +75,17 @@ EXTRA_SNAPSHOT_NEEDS = {("uot-exp", 50, "raw")}
 
 
 def snapshot_needs() -> set[tuple[str, int, str]]:
-    """(run, epoch, generator) triples that the book loads from snapshots."""
-    return {(r.run, r.epoch, r.generator) for r in ROWS} | EXTRA_SNAPSHOT_NEEDS
+    """(run, epoch, generator) triples kept in the committed snapshots.
+
+    What the rows and chapters load, and the final generators of each run:
+    the raw one and, where the run keeps averages, its first EMA.
+    """
+    needs = {(r.run, r.epoch, r.generator) for r in ROWS} | EXTRA_SNAPSHOT_NEEDS
+    for name, config in RUNS.items():
+        needs.add((name, config.epochs, "raw"))
+        if config.ema:
+            needs.add((name, config.epochs, config.ema[0].label))
+    return needs
 
 
 def prune_snapshots(results: Path, run: str, seed: int) -> None:
