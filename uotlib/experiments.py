@@ -9,9 +9,9 @@ differ only by epoch count or EMA share a run and are never trained twice:
 | GAN baseline                      | gan      | 100   | raw          |
 | UOT baseline, 60 epochs           | uot      | 60    | raw          |
 | UOT baseline, 100 epochs          | uot      | 100   | raw          |
-| UOT, 100 epochs, Psi* = exp       | uot-exp  | 100   | raw          |
-| UOT + Psi* = exp + EMA, 50 epochs | uot-exp  | 50    | EMA 0.9999   |
-| UOT + Psi* = exp + EMA, 90 epochs | uot-exp  | 90    | EMA 0.9999   |
+| UOT, 100 epochs, Ψ* = exp         | uot-exp  | 100   | raw          |
+| UOT + Ψ* = exp + EMA, 50 epochs   | uot-exp  | 50    | EMA 0.9999   |
+| UOT + Ψ* = exp + EMA, 90 epochs   | uot-exp  | 90    | EMA 0.9999   |
 
 The report does not give the GAN's epoch count; 100 gives it the same budget
 as the longest UOT run. Its "UOT baseline" is read here as the official
