@@ -233,7 +233,7 @@ def recompute_row(row: Row, n: int, seed: int = 0) -> dict[str, Any] | None:
     return evaluate_generator(generator, sample_source, n=n)
 
 
-def test_class_counts() -> list[int]:
+def mnist_test_class_counts() -> list[int]:
     """How many of the 10,000 MNIST test images show each digit."""
     import torch
 
@@ -280,7 +280,7 @@ def figure_classes(row: Row, seed: int = 0):
     if counts is None:
         _no_results(ax, row.run)
     else:
-        plot_class_histogram(ax, counts, test_class_counts(), row.generator)
+        plot_class_histogram(ax, counts, mnist_test_class_counts(), row.generator)
     return fig
 
 

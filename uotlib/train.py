@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 
-# (generator, sample_source, epoch) -> metrics of that generator
+# (generator, sample_source) -> metrics of that generator
 Evaluator = Callable[[nn.Module, Callable[[int, torch.Generator], torch.Tensor]], dict]
 
 
