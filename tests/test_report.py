@@ -94,3 +94,36 @@ def test_prune_snapshots_keeps_what_the_book_reads(tmp_path):
     assert set(kept["generators"]) == {"raw", "ema0.9999"}
     assert not (run_dir(tmp_path, "uot-exp", 0) / "generator_e70.pt").exists()
     assert not list(run_dir(tmp_path, "uot-exp", 1).glob("*.pt"))
+
+
+def test_target_check_needs_ratio_separation_and_every_seed(tmp_path, monkeypatch):
+    from uotlib.experiments import TUNED_ROW
+
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    _fake_results(
+        tmp_path,
+        {"gan": {100: {"raw": 10.0}}, "uot-exp": {100: {"ema0.999": 5.0}}},
+    )
+    check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1))
+    assert check["ratio"] == pytest.approx(6 / 11)
+    assert not check["overlap"] and check["verdict"] == "met"
+    assert "The goal is met." in report.target_markdown(TUNED_ROW, ROWS[0], (0, 1))
+    # a third seed that has not run leaves the question open
+    assert report.target_check(TUNED_ROW, ROWS[0])["verdict"] == "undecided"
+    # a ratio below the goal is not enough when the ranges overlap
+    check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1), target=0.9)
+    assert check["verdict"] == "met"
+    check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1), target=0.5)
+    assert check["verdict"] == "not met"
+
+
+def test_overlapping_ranges_fail_the_target(tmp_path, monkeypatch):
+    from uotlib.experiments import TUNED_ROW
+
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    _fake_results(
+        tmp_path,
+        {"gan": {100: {"raw": 10.0}}, "uot-exp": {100: {"ema0.999": 10.5}}},
+    )
+    check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1), target=2.0)
+    assert check["overlap"] and check["verdict"] == "not met"

@@ -17,6 +17,7 @@ from .losses import PSI_STAR
 from .models import ACTIVATIONS
 
 METHODS = ("gan", "uot")
+ARCHS = ("mlp", "conv")
 SOURCES = ("upsample", "image")
 R1_POINTS = ("real", "fake")
 
@@ -69,6 +70,23 @@ class TrainConfig:
     d_hidden: tuple[int, ...] = (512, 256)
     # activation of the potential / discriminator
     d_activation: str = "leaky_relu"
+    # generator: "mlp" (the report's fixed one) or "conv" (small, DCGAN-like)
+    g_arch: str = "mlp"
+    # potential / discriminator: "mlp" or "conv"
+    d_arch: str = "mlp"
+    # with g_arch = "conv": channels of its 7x7 and 14x14 feature maps
+    g_channels: tuple[int, ...] = (64, 32)
+    # with d_arch = "conv": channels of its 14x14 and 7x7 feature maps
+    d_channels: tuple[int, ...] = (32, 64)
+    # share of the training set made of Fashion-MNIST images (outlier study)
+    outlier_fraction: float = 0.0
+    # digit kept at a share minority_keep of its images; -1 keeps all digits
+    minority_digit: int = -1
+    # share of minority_digit's training images kept (class imbalance study)
+    minority_keep: float = 1.0
+    # seed of the outlier and minority draws, separate from the training seed
+    # so that every method and seed of a study trains on the same images
+    data_seed: int = 0
     # cost weight: tau * ||x - T(x)||^2 summed over 784 pixels
     tau: float = 0.001
     # conjugate entropy relaxing the source marginal (official default)
@@ -99,6 +117,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         self.g_hidden = tuple(self.g_hidden)
         self.d_hidden = tuple(self.d_hidden)
+        self.g_channels = tuple(self.g_channels)
+        self.d_channels = tuple(self.d_channels)
         self.ema = [
             e if isinstance(e, EMASpec) else _build(EMASpec, e) for e in self.ema
         ]
@@ -113,6 +133,35 @@ class TrainConfig:
         _choice("psi1", self.psi1, tuple(PSI_STAR))
         _choice("psi2", self.psi2, tuple(PSI_STAR))
         _choice("d_activation", self.d_activation, tuple(ACTIVATIONS))
+        _choice("g_arch", self.g_arch, ARCHS)
+        _choice("d_arch", self.d_arch, ARCHS)
+        for name in ("g_channels", "d_channels"):
+            value = getattr(self, name)
+            if len(value) != 2 or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                for c in value
+            ):
+                raise ConfigError(
+                    f"{name} must be two positive integers, got {value!r}"
+                )
+        if not 0 <= self.outlier_fraction < 0.5:
+            raise ConfigError(
+                "outlier_fraction must lie in [0, 0.5), got "
+                f"{self.outlier_fraction!r}"
+            )
+        if self.minority_digit not in range(-1, 10):
+            raise ConfigError(
+                "minority_digit must be a digit 0-9, or -1 for none, got "
+                f"{self.minority_digit!r}"
+            )
+        if not 0 < self.minority_keep <= 1:
+            raise ConfigError(
+                f"minority_keep must lie in (0, 1], got {self.minority_keep!r}"
+            )
+        if not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ConfigError(
+                f"data_seed must be a non-negative integer, got {self.data_seed!r}"
+            )
         for name in (
             "epochs",
             "batch_size",

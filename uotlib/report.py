@@ -21,6 +21,7 @@ from .experiments import (
     DEFAULT_SEEDS,
     ROWS,
     RUNS,
+    TUNED_TARGET,
     Row,
     read_metrics,
     row_value,
@@ -202,8 +203,9 @@ def table_markdown(rows: Sequence[Row] = ROWS, seeds=DEFAULT_SEEDS) -> str:
     ]
     for row in rows:
         n = row_numbers(row, seeds)
+        report_fid = "—" if row.report_fid is None else f"{row.report_fid:g}"
         lines.append(
-            f"| {row.label} | {row.report_fid:g} | {_mean_std(n['fid'], 2)} | "
+            f"| {row.label} | {report_fid} | {_mean_std(n['fid'], 2)} | "
             f"{_mean_std(n['precision'], 3)} | {_mean_std(n['recall'], 3)} | "
             f"{_mean_std(n['class_kl'], 3)} | {len(n['fid'])} |"
         )
@@ -377,6 +379,7 @@ def ordering_markdown(rows: Sequence[Row] = ROWS, seeds=DEFAULT_SEEDS) -> str:
     FIDs on different feature spaces cannot be compared as numbers, but their
     orderings and their ratios to a common baseline can.
     """
+    rows = [row for row in rows if row.report_fid is not None]
     ours = {}
     for row in rows:
         values = row_numbers(row, seeds)["fid"]
@@ -438,3 +441,189 @@ def bias_corrected_ema_fid(row: Row, n: int, seed: int = 0) -> float | None:
     }
     ema.load_state_dict(corrected)
     return evaluate_generator(ema, sample_source, n=n)["fid"]
+
+
+def target_check(
+    tuned: Row, baseline: Row, seeds=DEFAULT_SEEDS, target: float = TUNED_TARGET
+) -> dict[str, Any]:
+    """Whether ``tuned`` reaches ``target`` times the FID of ``baseline``.
+
+    The goal holds when the ratio of the mean FIDs is at most ``target`` and
+    the two ranges over seeds (lowest to highest FID) do not overlap. It is
+    decided only once both rows have every seed.
+    """
+    a = row_numbers(tuned, seeds)["fid"]
+    b = row_numbers(baseline, seeds)["fid"]
+    out: dict[str, Any] = {"tuned": a, "baseline": b, "target": target}
+    if not a or not b:
+        out["verdict"] = "missing"
+        return out
+    out["ratio"] = statistics.fmean(a) / statistics.fmean(b)
+    out["overlap"] = max(a) >= min(b)
+    if len(a) < len(seeds) or len(b) < len(seeds):
+        out["verdict"] = "undecided"
+    elif out["ratio"] <= target and not out["overlap"]:
+        out["verdict"] = "met"
+    else:
+        out["verdict"] = "not met"
+    return out
+
+
+def target_markdown(
+    tuned: Row, baseline: Row, seeds=DEFAULT_SEEDS, target: float = TUNED_TARGET
+) -> str:
+    """One paragraph stating :func:`target_check`'s result with its numbers."""
+    check = target_check(tuned, baseline, seeds, target)
+    if check["verdict"] == "missing":
+        return f"*{tuned.label}* or *{baseline.label}* has no results yet."
+
+    def spread(values):
+        if len(values) == 1:
+            return f"{values[0]:.1f} (1 seed)"
+        return (
+            f"{statistics.fmean(values):.1f} over {len(values)} seeds "
+            f"(range {min(values):.1f} to {max(values):.1f})"
+        )
+
+    text = (
+        f"*{tuned.label}*: FID {spread(check['tuned'])}; *{baseline.label}*: "
+        f"{spread(check['baseline'])}. The ratio of the means is "
+        f"{check['ratio']:.2f} (goal: at most {target:g}) and the ranges "
+        f"{'overlap' if check['overlap'] else 'do not overlap'}. "
+    )
+    verdict = {
+        "met": "The goal is met.",
+        "not met": "The goal is not met.",
+        "undecided": (
+            f"Not every one of the {len(seeds)} seeds has finished, so the goal "
+            "is not decided yet."
+        ),
+    }
+    return text + verdict[check["verdict"]]
+
+
+# ---- the settings sweep (uotlib.sweep) -------------------------------------
+
+
+def ensure_sweep() -> None:
+    """Train the sweep into ``_retrain/`` when ``UOTLIB_RETRAIN=1``.
+
+    With ``UOTLIB_QUICK=1`` too, every variant is cut to 2 epochs and 2,000
+    evaluation samples. Without the switch the chapter reads committed runs.
+    """
+    if not retrain_mode():
+        return
+    from . import sweep
+
+    if quick_mode():
+        sweep.BASE = sweep.BASE.replace(epochs=2, eval_every=1, n_eval=2000)
+    sweep.run_sweep(sweep.VARIANTS, results_root())
+
+
+def sweep_entries(seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The sweep summary of the variants that have results, by name."""
+    from .sweep import sweep_summary
+
+    return {e["name"]: e for e in sweep_summary(results_root(), seed)}
+
+
+def sweep_status_markdown(seed: int = 0) -> str:
+    """Which variants have finished, and the command for the others."""
+    from .sweep import SWEEP_EPOCHS, VARIANTS
+
+    entries = sweep_entries(seed)
+    done = [v.name for v in VARIANTS if entries.get(v.name, {}).get("finished")]
+    missing = [v.name for v in VARIANTS if v.name not in done]
+    if not missing:
+        n = len(VARIANTS)
+        return f"All {n} variants of the sweep finished ({SWEEP_EPOCHS} epochs)."
+    return (
+        f"**Sweep incomplete**: {len(done)} of {len(VARIANTS)} variants finished "
+        f"({SWEEP_EPOCHS} epochs each). Not finished: "
+        + ", ".join(f"`{n}`" for n in missing)
+        + ". `python -m uotlib sweep --threads 1` trains them, resuming any "
+        "that stopped."
+    )
+
+
+def _score(entry: dict[str, Any], label: str, key: str = "fid") -> float | None:
+    return entry.get(label, {}).get(key) if entry.get("finished") else None
+
+
+def sweep_table_markdown(seed: int = 0) -> str:
+    """Every variant with its change and its scores at the end of the budget.
+
+    The last column divides the EMA FID by the GAN's EMA FID at the same
+    budget (the ``gan`` variant), the comparison that the tuned row repeats at
+    full length.
+    """
+    from .sweep import SWEEP_EMA, VARIANTS
+
+    entries = sweep_entries(seed)
+    gan = _score(entries.get("gan", {}), SWEEP_EMA.label)
+    lines = [
+        "| variant | factor | change from the UOT baseline | FID raw "
+        f"| FID {SWEEP_EMA.label} | precision | recall | EMA FID / GAN's | s/epoch |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant in VARIANTS:
+        entry = entries.get(variant.name, {})
+        raw = _score(entry, "raw")
+        ema = _score(entry, SWEEP_EMA.label)
+        precision = _score(entry, SWEEP_EMA.label, "precision")
+        recall = _score(entry, SWEEP_EMA.label, "recall")
+
+        def fmt(value, digits=1):
+            return "—" if value is None else f"{value:.{digits}f}"
+
+        ratio = ema / gan if ema is not None and gan else None
+        seconds = entry.get("seconds_per_epoch")
+        lines.append(
+            f"| `{variant.name}` | {variant.factor} | {variant.describe()} | "
+            f"{fmt(raw)} | {fmt(ema)} | {fmt(precision, 3)} | {fmt(recall, 3)} | "
+            f"{fmt(ratio, 2)} | {fmt(seconds, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def sweep_best(seed: int = 0) -> list[tuple[str, float]]:
+    """UOT variants that finished, by EMA FID at the end of the budget, best first."""
+    from .sweep import SWEEP_EMA, VARIANTS_BY_NAME
+
+    scored = []
+    for name, entry in sweep_entries(seed).items():
+        fid = _score(entry, SWEEP_EMA.label)
+        if fid is not None and VARIANTS_BY_NAME[name].config().method == "uot":
+            scored.append((name, fid))
+    return sorted(scored, key=lambda item: item[1])
+
+
+def figure_sweep(seed: int = 0):
+    """FID of every finished variant at the end of the budget, raw and EMA."""
+    from .sweep import SWEEP_EMA, VARIANTS
+
+    entries = sweep_entries(seed)
+    names = [v.name for v in VARIANTS]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(names) + 1.2))
+    y = np.arange(len(names))
+    for offset, label, colour in ((-0.2, "raw", "C0"), (0.2, SWEEP_EMA.label, "C1")):
+        values = [_score(entries.get(n, {}), label) for n in names]
+        ax.barh(
+            y[[v is not None for v in values]] + offset,
+            [v for v in values if v is not None],
+            0.4,
+            color=colour,
+            label=label,
+        )
+    gan = _score(entries.get("gan", {}), SWEEP_EMA.label)
+    if gan is not None:
+        ax.axvline(gan, color="k", lw=0.8, ls="--", label=f"GAN, {SWEEP_EMA.label}")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("FID at the end of the sweep budget (log scale, lower is better)")
+    if ax.patches:
+        ax.set_xscale("log")
+        ax.legend(loc="lower right", fontsize="small")
+    else:
+        _no_results(ax, "sweep")
+    return fig
