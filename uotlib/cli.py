@@ -1,4 +1,4 @@
-"""Command line: ``python -m uotlib train | sample | reproduce | evaluate | bench``.
+"""Command line: ``python -m uotlib <command>``: train, sample, reproduce, sweep, ...
 
 Each subcommand's handler returns an exit code. Errors that come from the
 user's input (a bad config value, a missing file) print one line to stderr
@@ -149,11 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
 
-    from . import classifier, evaluate, probes
+    from . import classifier, evaluate, probes, sweep
 
     classifier.add_parser(sub)
+    classifier.add_domain_parser(sub)
     evaluate.add_parser(sub)
     probes.add_parser(sub)
+    sweep.add_parser(sub)
     return parser
 
 

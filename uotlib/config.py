@@ -138,16 +138,14 @@ class TrainConfig:
         for name in ("g_channels", "d_channels"):
             value = getattr(self, name)
             if len(value) != 2 or not all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 1
-                for c in value
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in value
             ):
                 raise ConfigError(
                     f"{name} must be two positive integers, got {value!r}"
                 )
         if not 0 <= self.outlier_fraction < 0.5:
             raise ConfigError(
-                "outlier_fraction must lie in [0, 0.5), got "
-                f"{self.outlier_fraction!r}"
+                f"outlier_fraction must lie in [0, 0.5), got {self.outlier_fraction!r}"
             )
         if self.minority_digit not in range(-1, 10):
             raise ConfigError(

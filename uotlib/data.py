@@ -318,3 +318,113 @@ def load_fashion_mnist(
     from torchvision.datasets import FashionMNIST
 
     return _load(FashionMNIST, ensure_fashion_mnist(root), train, device)
+
+
+# ---------------------------------------------------------------------------
+# The training set of a run: MNIST, optionally with outliers or a rare digit
+# ---------------------------------------------------------------------------
+
+# Fashion-MNIST class c is stored with label OUTLIER_LABEL_OFFSET + c, so the
+# labels of a mixed set stay distinct from the digits 0..9
+OUTLIER_LABEL_OFFSET = 10
+
+
+def is_outlier(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean mask (N,) of the Fashion-MNIST images among ``labels`` (N,)."""
+    return labels >= OUTLIER_LABEL_OFFSET
+
+
+def outlier_count(outlier_fraction: float, n_mnist: int) -> int:
+    """How many Fashion-MNIST images to add to ``n_mnist`` digits for a share f.
+
+    n_out = round(f / (1 - f) * n_mnist) with f = ``outlier_fraction``, so that
+    n_out / (n_mnist + n_out) = f up to rounding; 606 for f = 0.01 and 60,000 digits.
+    """
+    return round(outlier_fraction / (1.0 - outlier_fraction) * n_mnist)
+
+
+def training_set(
+    config, root: Path | None = None, device: torch.device | str = "cpu"
+) -> ImageSet:
+    """The training images of a run: MNIST, with a rare digit and outliers if asked.
+
+    ``config`` is a :class:`uotlib.config.TrainConfig`, or any object with its
+    four data fields:
+
+    * ``minority_digit`` d and ``minority_keep`` q: of the training images of
+      digit d only round(q * count) are kept, the others are dropped (class
+      imbalance study); d = -1 keeps every digit.
+    * ``outlier_fraction`` f: :func:`outlier_count` Fashion-MNIST training
+      images, drawn without replacement, are appended to the digits, so that
+      they make up a share f of the result (outlier study). They carry the
+      labels ``OUTLIER_LABEL_OFFSET + class``; see :func:`is_outlier`.
+    * ``data_seed``: seed of both draws.
+
+    The draws have their own seed, not the training seed, so that every
+    method and every training seed of a study sees exactly the same images:
+    differences between runs then come from the method and its randomness,
+    not from which 606 outliers or which 613 threes happened to be drawn.
+    The two draws use separate generators, so adding outliers does not change
+    which digits are kept.
+
+    The order is deterministic: the kept MNIST images in their original
+    order, then the outliers in Fashion-MNIST's order (the training loop
+    shuffles every epoch). With the defaults the result is exactly
+    ``load_mnist(train=True)``. Raises ``ValueError`` naming the value when
+    a request cannot be met.
+    """
+    fraction = float(config.outlier_fraction)
+    digit = int(config.minority_digit)
+    keep = float(config.minority_keep)
+    seed = int(config.data_seed)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"outlier_fraction must lie in [0, 1), got {fraction!r}")
+    if digit not in range(-1, 10):
+        raise ValueError(
+            f"minority_digit must be a digit 0-9, or -1 for none, got {digit!r}"
+        )
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"minority_keep must lie in (0, 1], got {keep!r}")
+    if seed < 0:
+        raise ValueError(f"data_seed must be a non-negative integer, got {seed!r}")
+
+    mnist = load_mnist(train=True, root=root)
+    if fraction == 0.0 and (digit == -1 or keep == 1.0):
+        return mnist.to(device)
+
+    # minority: a random subset of the digit's images, kept in original order
+    images, labels = mnist.images, mnist.labels
+    if digit != -1 and keep < 1.0:
+        members = torch.nonzero(labels == digit).squeeze(1)
+        n_keep = round(keep * len(members))
+        if n_keep == 0:
+            raise ValueError(
+                f"minority_keep={keep!r} keeps round({keep!r} * {len(members)}) = 0 "
+                f"images of digit {digit}; use at least {0.5 / len(members):.2g}"
+            )
+        draw = torch.Generator().manual_seed(seed)
+        chosen = members[torch.randperm(len(members), generator=draw)[:n_keep]]
+        mask = labels != digit
+        mask[chosen] = True
+        images, labels = images[mask], labels[mask]
+
+    # outliers: Fashion-MNIST training images without replacement, appended
+    if fraction > 0.0:
+        n_out = outlier_count(fraction, len(labels))
+        if n_out == 0:
+            raise ValueError(
+                f"outlier_fraction={fraction!r} adds round({fraction!r} / "
+                f"(1 - {fraction!r}) * {len(labels)}) = 0 Fashion-MNIST images"
+            )
+        fashion = load_fashion_mnist(train=True, root=root)
+        if n_out > len(fashion):
+            raise ValueError(
+                f"outlier_fraction={fraction!r} needs {n_out} Fashion-MNIST images "
+                f"for {len(labels)} digits, but there are only {len(fashion)}"
+            )
+        draw = torch.Generator().manual_seed(seed)
+        chosen = torch.randperm(len(fashion), generator=draw)[:n_out].sort().values
+        images = torch.cat([images, fashion.images[chosen]])
+        labels = torch.cat([labels, fashion.labels[chosen] + OUTLIER_LABEL_OFFSET])
+
+    return ImageSet(images, labels).to(device)
