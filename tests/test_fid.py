@@ -353,3 +353,21 @@ def test_generator_protocol_is_fixed_by_the_seed():
     result = fid.evaluate_generator(generator, sample_source, n=300, seed=5)
     assert result["seed"] == 5 and result["n"] == 300
     assert result["fid"] == fid.evaluate_images(images)["fid"]
+
+
+def test_sq_distance_is_the_mean_squared_move_of_the_noise():
+    from uotlib.fid import MIN_SAMPLES, evaluate_generator
+    from uotlib.train import Source
+
+    source = Source("image", 10)
+
+    class Shrink(torch.nn.Module):
+        def forward(self, z):
+            return (0.5 * z).clamp(-1, 1).view(-1, 1, 28, 28)
+
+    n = MIN_SAMPLES
+    result = evaluate_generator(Shrink(), source.sample, n=n, embed=source.embed)
+    z = source.sample(n, torch.Generator().manual_seed(0)).view(-1, 1, 28, 28)
+    expected = (z - (0.5 * z).clamp(-1, 1)).pow(2).flatten(1).sum(1).mean()
+    assert result["sq_distance"] == pytest.approx(expected.item(), rel=1e-5)
+    assert "sq_distance" not in evaluate_generator(Shrink(), source.sample, n=n)

@@ -166,8 +166,9 @@ def test_training_uses_the_mixed_set_and_asks_for_the_outlier_share(
         asked["outlier_fraction"] = config.outlier_fraction
         return tiny
 
-    def fake_evaluator(n, device, with_outlier_share=False):
+    def fake_evaluator(n, device, with_outlier_share=False, embed=None):
         asked["with_outlier_share"] = with_outlier_share
+        asked["embed"] = embed
         return lambda generator, sample_source: {}
 
     monkeypatch.setattr(train_module, "training_set", fake_training_set)
@@ -183,7 +184,10 @@ def test_training_uses_the_mixed_set_and_asks_for_the_outlier_share(
         outlier_fraction=0.01,
     )
     train_module.train(config, tmp_path, progress=False)
+    embed = asked.pop("embed")
     assert asked == {"outlier_fraction": 0.01, "with_outlier_share": True}
+    # the evaluator also gets the noise embedding, for the transport cost
+    assert embed(torch.zeros(2, 784)).shape == (2, 1, 28, 28)
 
 
 # ------------------------------------------------------------ domain classifier

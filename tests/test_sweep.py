@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from uotlib import sweep
 from uotlib.config import ConfigError
@@ -21,8 +22,10 @@ def test_each_variant_changes_only_what_it_names():
     assert len(names) == len(set(names))
     for variant in sweep.VARIANTS:
         config = variant.config().to_dict()
-        changed = {k for k in base if base[k] != config[k]}
+        changed = {k for k in base if base[k] != config[k]} - {"snapshot_epochs"}
         assert changed == set(dict(variant.changes)), variant.name
+        kept = config["snapshot_epochs"]
+        assert kept == ([sweep.SWEEP_EPOCHS] if variant.keeps_snapshot else [])
     # every factor the reproduction issue lists is swept
     factors = {v.factor for v in sweep.VARIANTS}
     for factor in ("τ", "λ", "Ψ1*, Ψ2*", "learning rates", "potential steps"):
@@ -60,6 +63,10 @@ def test_sweep_trains_skips_finished_and_summarises(tmp_path, tiny_data, monkeyp
     assert summary[1]["method"] == "gan"
     written = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert written == summary
+    # the baseline keeps its last raw generator for the τ chapter, nothing more
+    snapshot = sweep.sweep_dir(tmp_path, "uot") / "generator_e2.pt"
+    assert set(torch.load(snapshot, weights_only=False)["generators"]) == {"raw"}
+    assert not list(sweep.sweep_dir(tmp_path, "gan").glob("generator_e*.pt"))
     # a second call trains nothing
     sweep.run_sweep(variants, tmp_path, evaluator=evaluator, data=tiny_data)
     assert len(calls) == 8

@@ -625,15 +625,26 @@ def evaluate_generator(
     weights: Path | str = WEIGHTS_PATH,
     return_statistics: bool = False,
     with_outlier_share: bool = False,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """:func:`evaluate_images` of ``n`` samples of ``generator`` (default 10,000).
 
     The samples come from :func:`generate_images` with sampling seed
     ``seed``; the result also records ``seed``. ``with_outlier_share`` adds
     the share of samples that look like Fashion-MNIST (:func:`outlier_share`).
+    ``embed`` maps noise to image space, where the transport cost is taken
+    (``uotlib.train.Source.embed``); with it the result also holds
+    ``sq_distance``, the mean of ||x - T(x)||^2 summed over the 784 pixels,
+    so that the mean transport cost of the generator is tau times it.
     """
     device = _module_device(generator) if device is None else device
     images = generate_images(generator, sample_source, n, seed, device)
+    sq_distance = None
+    if embed is not None:
+        # the same noise as generate_images draws: the same seed, all at once
+        noise = sample_source(n, torch.Generator().manual_seed(seed))
+        x = embed(noise).float().cpu()
+        sq_distance = (x - images).pow(2).flatten(1).sum(dim=1).mean().item()
     result = evaluate_images(
         images,
         device,
@@ -643,6 +654,8 @@ def evaluate_generator(
         with_outlier_share=with_outlier_share,
     )
     result["seed"] = seed
+    if sq_distance is not None:
+        result["sq_distance"] = sq_distance
     return result
 
 

@@ -53,8 +53,14 @@ class Variant:
     factor: str
     changes: tuple[tuple[str, Any], ...] = ()
 
+    @property
+    def keeps_snapshot(self) -> bool:
+        """The τ chapter loads the last raw generator of τ variants and baseline."""
+        return self.factor == "τ" or self.name == "uot"
+
     def config(self, seed: int = 0) -> TrainConfig:
-        return BASE.replace(**dict(self.changes), seed=seed)
+        snapshots = [BASE.epochs] if self.keeps_snapshot else []
+        return BASE.replace(**dict(self.changes), seed=seed, snapshot_epochs=snapshots)
 
     def describe(self) -> str:
         if not self.changes:
@@ -72,11 +78,17 @@ VARIANTS = [
     _v("uot", "baseline"),
     _v("gan", "baseline", method="gan"),
     _v("psi-exp", "Ψ1*, Ψ2*", psi1="exp", psi2="exp"),
+    _v("otm", "Ψ1*, Ψ2*", psi1="linear", psi2="linear"),
     _v("psi-kl", "Ψ1*, Ψ2*", psi1="kl", psi2="kl"),
     _v("psi-chi2", "Ψ1*, Ψ2*", psi1="chi2", psi2="chi2"),
-    _v("otm", "Ψ1*, Ψ2*", psi1="linear", psi2="linear"),
+    # the τ variants double as the τ chapter's MNIST study, from no cost at
+    # all (with softplus, the GAN's logistic loss) to a cost that dominates
+    _v("tau-0", "τ", tau=0.0),
     _v("tau-1e-4", "τ", tau=1e-4),
+    _v("tau-3e-3", "τ", tau=3e-3),
     _v("tau-1e-2", "τ", tau=1e-2),
+    _v("tau-3e-2", "τ", tau=3e-2),
+    _v("tau-1e-1", "τ", tau=1e-1),
     _v("r1-0.05", "λ", r1_lambda=0.05),
     _v("r1-1", "λ", r1_lambda=1.0),
     _v("lr-5e-4", "learning rates", lr_g=5e-4, lr_d=5e-4),
@@ -156,6 +168,25 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
     return summary
 
 
+def prune_variant_snapshots(variant: Variant, out: Path) -> None:
+    """Keep only what the book loads: the raw generator of the τ variants.
+
+    Training always writes the last epoch's generators (raw and EMA, 1.6 MB
+    each); the other variants' are deleted, their numbers live in
+    ``metrics.json``.
+    """
+    from .train import atomic_save
+
+    for path in sorted(Path(out).glob("generator_e*.pt")):
+        if not variant.keeps_snapshot:
+            path.unlink()
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if set(state["generators"]) != {"raw"}:
+            state["generators"] = {"raw": state["generators"]["raw"]}
+            atomic_save(state, path)
+
+
 def run_sweep(
     variants: list[Variant],
     results: Path = RESULTS_DIR,
@@ -175,6 +206,7 @@ def run_sweep(
         train(
             variant.config(seed), out, evaluator=evaluator, data=data, progress=progress
         )
+        prune_variant_snapshots(variant, out)
         atomic_write_json(sweep_summary(results, seed), results / "sweep" / SUMMARY)
     summary = sweep_summary(results, seed)
     atomic_write_json(summary, results / "sweep" / SUMMARY)

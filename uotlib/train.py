@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .config import TrainConfig, from_dict
-from .data import ImageSet, load_mnist
+from .data import ImageSet, training_set
 from .ema import EMA
 from .losses import (
     gan_discriminator_loss,
@@ -47,7 +47,7 @@ from .losses import (
     uot_generator_loss,
     uot_potential_loss,
 )
-from .models import MLPCritic, MLPGenerator
+from .models import ConvCritic, ConvGenerator, MLPCritic, MLPGenerator
 from .penalty import r1_penalty
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,33 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def build_models(config: TrainConfig) -> tuple[MLPGenerator, MLPCritic]:
-    generator = MLPGenerator(config.z_dim, config.g_hidden)
-    critic = MLPCritic(config.d_hidden, config.d_activation)
-    return generator, critic
+def build_generator(config: TrainConfig) -> nn.Module:
+    """T of the architecture ``config.g_arch``: an MLP or a conv generator.
+
+    :class:`MLPGenerator` is sized by ``g_hidden``, :class:`ConvGenerator` by
+    ``g_channels``. Used both to train and to load a checkpoint back, so a
+    checkpoint's stored config rebuilds the class its weights came from;
+    configs saved before ``g_arch`` existed default to "mlp", which they were.
+    """
+    if config.g_arch == "conv":
+        return ConvGenerator(config.z_dim, config.g_channels)
+    return MLPGenerator(config.z_dim, config.g_hidden)
+
+
+def build_critic(config: TrainConfig) -> nn.Module:
+    """v (potential or discriminator) of the architecture ``config.d_arch``.
+
+    :class:`MLPCritic` is sized by ``d_hidden``, :class:`ConvCritic` by
+    ``d_channels``; both use ``d_activation``.
+    """
+    if config.d_arch == "conv":
+        return ConvCritic(config.d_channels, config.d_activation)
+    return MLPCritic(config.d_hidden, config.d_activation)
+
+
+def build_models(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """The generator T and the critic v that ``config`` asks for."""
+    return build_generator(config), build_critic(config)
 
 
 def seed_all(seed: int) -> None:
@@ -329,13 +352,29 @@ def generate(
     return torch.cat(out)
 
 
-def default_evaluator(n: int, device: torch.device) -> Evaluator:
-    """FID, precision, recall and class coverage of n samples (uotlib.fid)."""
+def default_evaluator(
+    n: int,
+    device: torch.device,
+    with_outlier_share: bool = False,
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Evaluator:
+    """FID, precision, recall and class coverage of n samples (uotlib.fid).
+
+    ``with_outlier_share`` adds the share of samples that look like
+    Fashion-MNIST; :func:`train` asks for it when the run trains with outliers.
+    ``embed`` (the run's ``Source.embed``) adds the mean squared distance
+    between the noise and its image, tau times which is the transport cost.
+    """
     from .fid import evaluate_generator
 
     def evaluate(generator, sample_source):
         return evaluate_generator(
-            generator, sample_source=sample_source, n=n, device=device
+            generator,
+            sample_source=sample_source,
+            n=n,
+            device=device,
+            with_outlier_share=with_outlier_share,
+            embed=embed,
         )
 
     return evaluate
@@ -390,11 +429,16 @@ def _train_locked(config, out_dir, evaluator, data, progress, stop_after):
     trainer = Trainer(config)
     device = trainer.device
     if data is None:
-        data = load_mnist(train=True, device=device)
+        data = training_set(config, device=device)
     else:
         data = data.to(device)
     if evaluator is None:
-        evaluator = default_evaluator(config.n_eval, device)
+        evaluator = default_evaluator(
+            config.n_eval,
+            device,
+            with_outlier_share=config.outlier_fraction > 0,
+            embed=trainer.source.embed,
+        )
 
     # the config as JSON will read it back (tuples become lists)
     plain_config = json.loads(json.dumps(config.to_dict()))
@@ -474,7 +518,7 @@ def load_generator_from_checkpoint(
         label = ema
     if label not in weights:
         raise ValueError(f"{path} holds generators {sorted(weights)}, not {label!r}")
-    generator = MLPGenerator(config.z_dim, config.g_hidden)
+    generator = build_generator(config)
     generator.load_state_dict({k: v.float() for k, v in weights[label].items()})
     generator.to(device).eval()
     source = Source(config.source, config.z_side)
