@@ -149,13 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_bench)
 
-    from . import classifier, evaluate, probes, sweep
+    from . import classifier, evaluate, probes, studies, sweep
 
     classifier.add_parser(sub)
     classifier.add_domain_parser(sub)
     evaluate.add_parser(sub)
     probes.add_parser(sub)
     sweep.add_parser(sub)
+    studies.add_parser(sub)
     return parser
 
 
