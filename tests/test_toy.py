@@ -205,3 +205,23 @@ def test_metrics_reject_wrong_shapes():
 def test_train_toy_rejects_other_configs():
     with pytest.raises(TypeError, match="needs a ToyConfig, got dict"):
         train_toy({"steps": 10})
+
+
+def test_off_support_share_and_cell_tv_on_target_and_off_it():
+    from uotlib.toy import cell_total_variation, off_support_share
+
+    config = ToyConfig()
+    gen = torch.Generator().manual_seed(0)
+    target, _ = sample_target(50_000, config, gen)
+    # a 2-D Gaussian leaves exp(-9/2) = 1.1 % beyond three standard deviations
+    assert off_support_share(target, config) == pytest.approx(0.0111, abs=0.002)
+    assert cell_total_variation(target, config) < 0.01
+    # the source, a standard Gaussian at the origin, is mostly off the ring
+    source = sample_source(50_000, gen)
+    assert off_support_share(source, config) > 0.7
+    # all mass on one mode: TV is everything the other cells should have had
+    one_mode = torch.zeros(100, 2) + mode_centers(config)[0]
+    expected = 1 - (1 - config.outlier_fraction) / config.n_modes
+    assert cell_total_variation(one_mode, config) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="shape"):
+        off_support_share(torch.zeros(3), config)

@@ -148,14 +148,15 @@ def run_study(
     runs: list[str] | None = None,
     seeds: list[int] | None = None,
     epochs: int | None = None,
+    n_eval: int | None = None,
     progress: bool = False,
     evaluator=None,
     data=None,
 ) -> None:
     """Train every unfinished (run, seed) of ``study``, seed by seed.
 
-    ``epochs`` shortens every run (for a quick look; the runs then go where
-    ``results`` says, which should not be the committed folder).
+    ``epochs`` and ``n_eval`` shorten every run (for a quick look; the runs
+    then go where ``results`` says, which should not be the committed folder).
     """
     for run in runs or []:
         study.config(run, 0)  # names a bad run before anything trains
@@ -166,6 +167,8 @@ def run_study(
                 config = config.replace(
                     epochs=epochs, eval_every=min(config.eval_every, epochs)
                 )
+            if n_eval is not None:
+                config = config.replace(n_eval=n_eval)
             if is_finished(study_metrics(results, study.name, run, seed)):
                 log.info("%s/%s seed %d is finished; skipping", study.name, run, seed)
                 continue

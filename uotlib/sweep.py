@@ -158,7 +158,13 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
                     scores = last[label]
                     entry[label] = {
                         k: scores[k]
-                        for k in ("fid", "precision", "recall", "class_kl")
+                        for k in (
+                            "fid",
+                            "precision",
+                            "recall",
+                            "class_kl",
+                            "sq_distance",
+                        )
                         if k in scores
                     }
         seconds = [e["seconds"] for e in metrics["epochs"]]

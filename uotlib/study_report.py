@@ -1,0 +1,437 @@
+"""Tables and figures of the chapters beyond the report.
+
+The τ chapter reads the sweep's τ variants (:mod:`uotlib.sweep`); the
+architecture, outlier and imbalance chapters read the studies of
+:mod:`uotlib.studies`. Every helper copes with missing results: it says what
+is missing and which command makes it, so that a chapter builds (and says so)
+before its runs exist.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .book import quick_mode, results_root, retrain_mode
+from .studies import STUDY_EMA, get_study, run_study, study_dir, study_metrics
+
+# ---- τ: the sweep's τ variants ----------------------------------------------
+
+
+def tau_variants() -> list[tuple[float, str]]:
+    """(τ, variant name) of the sweep's τ variants and its baseline, by τ."""
+    from .sweep import VARIANTS
+
+    pairs = [(v.config().tau, v.name) for v in VARIANTS if v.keeps_snapshot]
+    return sorted(pairs)
+
+
+def tau_rows() -> list[dict[str, Any]]:
+    """One row per τ variant that finished: FID, distance and cost at the end."""
+    from .report import sweep_entries
+
+    entries = sweep_entries()
+    rows = []
+    for tau, name in tau_variants():
+        entry = entries.get(name)
+        if not entry or not entry.get("finished"):
+            continue
+        row = {"tau": tau, "name": name}
+        for label in ("raw", STUDY_EMA.label):
+            scores = entry.get(label, {})
+            row[label] = scores
+        sq = row["raw"].get("sq_distance")
+        row["cost"] = None if sq is None else tau * sq
+        rows.append(row)
+    return rows
+
+
+def tau_table_markdown() -> str:
+    rows = tau_rows()
+    if not rows:
+        return "No τ variant of the sweep has finished yet."
+    lines = [
+        "| τ | variant | FID raw | FID EMA | E‖x − T(x)‖² | mean cost τ E‖x − T(x)‖² "
+        "| precision | recall |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def fmt(value, spec=".1f"):
+        return "—" if value is None else format(value, spec)
+
+    for row in rows:
+        raw, ema = row["raw"], row[STUDY_EMA.label]
+        lines.append(
+            f"| {row['tau']:g} | `{row['name']}` | {fmt(raw.get('fid'))} | "
+            f"{fmt(ema.get('fid'))} | {fmt(raw.get('sq_distance'), '.0f')} | "
+            f"{fmt(row['cost'], '.3f')} | {fmt(raw.get('precision'), '.3f')} | "
+            f"{fmt(raw.get('recall'), '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
+def _tau_positions(taus: Sequence[float]) -> tuple[np.ndarray, list[str]]:
+    """x positions on a log axis, with τ = 0 placed one decade left of the rest."""
+    positive = [t for t in taus if t > 0]
+    floor = min(positive) / 10 if positive else 1e-5
+    return np.array([t if t > 0 else floor for t in taus]), [f"{t:g}" for t in taus]
+
+
+def figure_tau():
+    """FID and squared transport distance against τ, on MNIST."""
+    rows = tau_rows()
+    fig, (ax_fid, ax_cost) = plt.subplots(1, 2, figsize=(9, 3.5))
+    if not rows:
+        for ax in (ax_fid, ax_cost):
+            ax.text(
+                0.5,
+                0.5,
+                "no τ variant finished yet",
+                ha="center",
+                transform=ax.transAxes,
+            )
+        return fig
+    x, labels = _tau_positions([r["tau"] for r in rows])
+    for label, marker in (("raw", "o"), (STUDY_EMA.label, "s")):
+        ax_fid.plot(
+            x, [r[label].get("fid", np.nan) for r in rows], marker=marker, label=label
+        )
+    ax_cost.plot(x, [r["raw"].get("sq_distance", np.nan) for r in rows], marker="o")
+    for ax in (ax_fid, ax_cost):
+        ax.set_xscale("log")
+        ax.set_xticks(x, labels, rotation=45)
+        ax.minorticks_off()
+        ax.set_xlabel("τ")
+    ax_fid.set_yscale("log")
+    ax_fid.set_ylabel("FID (log scale)")
+    ax_fid.legend()
+    ax_cost.set_ylabel("E‖x − T(x)‖² (summed over 784 pixels)")
+    fig.tight_layout()
+    return fig
+
+
+def figure_tau_pairs(n: int = 8, seed: int = 0):
+    """The same noise images x and their images T(x) under each τ's generator."""
+    from .sweep import sweep_dir
+    from .train import load_generator_from_checkpoint
+
+    found = []
+    for tau, name in tau_variants():
+        paths = sorted(sweep_dir(results_root(), name).glob("generator_e*.pt"))
+        if paths:
+            found.append((tau, paths[-1]))
+    fig, axes = plt.subplots(
+        len(found) + 1, n, figsize=(n * 0.9, (len(found) + 1) * 0.95), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if not found:
+        axes[0, 0].set_title("no τ snapshots yet", loc="left")
+        return fig
+    generator, sample = load_generator_from_checkpoint(found[0][1])
+    x = sample(n, torch.Generator().manual_seed(seed))
+    images = [x.view(-1, 28, 28).clamp(-1, 1)]
+    names = ["x (clipped)"]
+    for tau, path in found:
+        generator, _ = load_generator_from_checkpoint(path)
+        with torch.no_grad():
+            images.append(generator(x).view(-1, 28, 28))
+        names.append(f"τ = {tau:g}")
+    for i, (row, name) in enumerate(zip(images, names, strict=True)):
+        for j in range(n):
+            axes[i, j].imshow(row[j].numpy(), cmap="gray", vmin=-1, vmax=1)
+        axes[i, 0].set_ylabel(
+            name, rotation=0, ha="right", va="center", fontsize="small"
+        )
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.15)
+    return fig
+
+
+# ---- the studies -------------------------------------------------------------
+
+
+def ensure_study(name: str) -> None:
+    """Train a study into ``_retrain/`` when ``UOTLIB_RETRAIN=1``.
+
+    With ``UOTLIB_QUICK=1`` too, each run is cut to 2 epochs and 2,000
+    evaluation samples.
+    """
+    if not retrain_mode():
+        return
+    study = get_study(name)
+    if quick_mode():
+        run_study(study, results_root(), epochs=2, n_eval=2000)
+    else:
+        run_study(study, results_root())
+
+
+def study_runs_present(name: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """Metrics of every (run, seed) of the study that has a ``metrics.json``."""
+    study = get_study(name)
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in study.run_names:
+        for seed in study.seeds:
+            metrics = study_metrics(results_root(), name, run, seed)
+            if metrics is not None:
+                found.setdefault(run, {})[seed] = metrics
+    return found
+
+
+def study_status_markdown(name: str) -> str:
+    """Which runs and seeds of a study finished, and the command for the rest."""
+    study = get_study(name)
+    present = study_runs_present(name)
+    lines = []
+    missing = 0
+    for run in study.run_names:
+        epochs = study.config(run, 0).epochs
+        done = [
+            s for s, m in present.get(run, {}).items() if len(m["epochs"]) >= epochs
+        ]
+        partial = {
+            s: len(m["epochs"])
+            for s, m in present.get(run, {}).items()
+            if s not in done
+        }
+        missing += len(study.seeds) - len(done)
+        text = f"`{run}`: {len(done)} of {len(study.seeds)} seeds finished"
+        if partial:
+            text += (
+                " ("
+                + ", ".join(f"seed {s} at epoch {e}" for s, e in partial.items())
+                + ")"
+            )
+        lines.append(text)
+    head = (
+        f"All runs of the `{name}` study finished."
+        if missing == 0
+        else f"**Results incomplete** for the `{name}` study; "
+        f"`python -m uotlib study {name} --threads 1` trains what is missing."
+    )
+    return head + " " + "; ".join(lines) + "."
+
+
+def final_values(name: str, run: str, generator: str, key: str) -> list[float]:
+    """``key`` of ``generator`` at the last epoch, over the finished seeds."""
+    study = get_study(name)
+    epochs = study.config(run, 0).epochs
+    values = []
+    for _, metrics in sorted(study_runs_present(name).get(run, {}).items()):
+        if len(metrics["epochs"]) < epochs:
+            continue
+        last = metrics["evals"][-1] if metrics["evals"] else {}
+        value = last.get(generator, {}).get(key)
+        if value is not None:
+            values.append(value)
+    return values
+
+
+def mean_spread(values: Sequence[float], digits: int = 1) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return (
+        f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    )
+
+
+def study_table_markdown(
+    name: str, keys: Sequence[tuple[str, str, int]] = (("fid", "FID", 1),)
+) -> str:
+    """Per run and generator (raw, EMA): each key's mean ± sd over seeds."""
+    study = get_study(name)
+    header = "| run | generator | " + " | ".join(k[1] for k in keys) + " | seeds |"
+    lines = [header, "|---|---|" + "---:|" * (len(keys) + 1)]
+    for run in study.run_names:
+        for generator in ("raw", STUDY_EMA.label):
+            cells = []
+            n = 0
+            for key, _, digits in keys:
+                values = final_values(name, run, generator, key)
+                n = max(n, len(values))
+                cells.append(mean_spread(values, digits))
+            lines.append(
+                f"| `{run}` | {generator} | " + " | ".join(cells) + f" | {n} |"
+            )
+    return "\n".join(lines)
+
+
+def figure_study_curves(name: str, key: str = "fid", log: bool = True):
+    """``key`` over the epochs for every run of the study (EMA solid, raw dotted)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    present = study_runs_present(name)
+    for i, run in enumerate(get_study(name).run_names):
+        for generator, style in (("raw", ":"), (STUDY_EMA.label, "-")):
+            for j, (_, metrics) in enumerate(sorted(present.get(run, {}).items())):
+                points = [
+                    (e["epoch"], e[generator][key])
+                    for e in metrics["evals"]
+                    if generator in e and key in e[generator]
+                ]
+                if not points:
+                    continue
+                epochs, values = zip(*points, strict=True)
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    color=f"C{i}",
+                    label=f"{run}, {generator}" if j == 0 else None,
+                )
+    if ax.lines:
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize="small", ncol=2)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            f"no results for the {name} study yet",
+            ha="center",
+            transform=ax.transAxes,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(key)
+    return fig
+
+
+def figure_study_samples(name: str, generator: str = STUDY_EMA.label, seed: int = 0):
+    """The sample grid that each run saved at its last evaluation."""
+    from .report import show_grid
+
+    runs = get_study(name).run_names
+    fig, axes = plt.subplots(
+        1, len(runs), figsize=(3.2 * len(runs), 3.4), squeeze=False
+    )
+    suffix = "" if generator == "raw" else f"_{generator}"
+    for ax, run in zip(axes[0], runs, strict=True):
+        show_grid(
+            ax,
+            study_dir(results_root(), name, run, seed) / f"samples{suffix}.png",
+            title=run,
+        )
+    return fig
+
+
+# ---- outliers ------------------------------------------------------------------
+
+
+def fashion_probability(images: torch.Tensor) -> torch.Tensor:
+    """The domain classifier's probability that each image is Fashion-MNIST."""
+    from .classifier import DOMAIN_FASHION, load_domain_classifier
+
+    model = load_domain_classifier("cpu")
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x in images.split(1000)])
+    return logits.softmax(dim=1)[:, DOMAIN_FASHION]
+
+
+def snapshot_generator(name: str, run: str, seed: int = 0):
+    """The study's last committed generator of ``run`` (its EMA), or None."""
+    from .train import load_generator_from_checkpoint
+
+    paths = sorted(
+        study_dir(results_root(), name, run, seed).glob("generator_e*.pt"),
+        key=lambda p: int(p.stem.removeprefix("generator_e")),
+    )
+    if not paths:
+        return None
+    return load_generator_from_checkpoint(paths[-1], STUDY_EMA.label)
+
+
+def generated_images(name: str, run: str, n: int, seed: int = 0):
+    """``n`` images of the run's committed EMA generator (fixed noise), or None."""
+    from .fid import generate_images
+
+    loaded = snapshot_generator(name, run, seed)
+    if loaded is None:
+        return None
+    generator, sample = loaded
+    return generate_images(generator, sample, n, seed=0)
+
+
+def outlier_floor(n: int) -> dict[str, float]:
+    """Outlier share of generators trained on clean MNIST (the table's runs).
+
+    The domain classifier also flags badly drawn digits, so a generator that
+    never saw a Fashion-MNIST image still scores above zero; this is that
+    floor, from the committed seed-0 generators of the ``gan`` and
+    ``uot-exp`` runs after 100 epochs.
+    """
+    from .experiments import RUNS, run_dir
+    from .fid import generate_images, outlier_share
+    from .train import load_generator_from_checkpoint
+
+    floor = {}
+    for run in ("gan", "uot-exp"):
+        path = run_dir(results_root(), run, 0) / f"generator_e{RUNS[run].epochs}.pt"
+        if not path.is_file():
+            continue
+        generator, sample = load_generator_from_checkpoint(path)
+        floor[run] = outlier_share(generate_images(generator, sample, n, seed=0))
+    return floor
+
+
+def figure_most_outlying(name: str, n: int, k: int = 12):
+    """Per run, the ``k`` of ``n`` generated images most like Fashion-MNIST."""
+    runs = get_study(name).run_names
+    fig, axes = plt.subplots(len(runs), k, figsize=(k * 0.8, len(runs) * 0.95))
+    axes = np.atleast_2d(axes)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for i, run in enumerate(runs):
+        axes[i, 0].set_ylabel(run, rotation=0, ha="right", va="center")
+        images = generated_images(name, run, n)
+        if images is None:
+            continue
+        p = fashion_probability(images)
+        order = p.argsort(descending=True)[:k]
+        for j, index in enumerate(order):
+            axes[i, j].imshow(images[index, 0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            axes[i, j].set_title(f"{p[index]:.2f}", fontsize="x-small")
+    fig.subplots_adjust(wspace=0.05, hspace=0.35, left=0.1)
+    return fig
+
+
+# ---- class imbalance -------------------------------------------------------------
+
+
+def training_class_shares(name: str = "imbalance") -> np.ndarray:
+    """The digit shares of the study's training set (10 values, summing to 1)."""
+    from .data import is_outlier, training_set
+
+    study = get_study(name)
+    labels = training_set(study.config(study.run_names[0], 0)).labels
+    labels = labels[~is_outlier(labels)]
+    counts = torch.bincount(labels, minlength=10).numpy()
+    return counts / counts.sum()
+
+
+def generated_class_shares(name: str, run: str, generator: str = STUDY_EMA.label):
+    """Per finished seed, the class shares of generated digits at the last epoch."""
+    study = get_study(name)
+    epochs = study.config(run, 0).epochs
+    shares = []
+    for _, metrics in sorted(study_runs_present(name).get(run, {}).items()):
+        if len(metrics["epochs"]) < epochs or not metrics["evals"]:
+            continue
+        counts = metrics["evals"][-1].get(generator, {}).get("class_histogram")
+        if counts is not None:
+            counts = np.asarray(counts, dtype=float)
+            shares.append(counts / counts.sum())
+    return shares
+
+
+def kl_to(shares: np.ndarray, reference: np.ndarray) -> float:
+    """KL(shares || reference) in nats, with empty bins of ``shares`` skipped."""
+    shares = np.asarray(shares, dtype=float)
+    mask = shares > 0
+    return float(np.sum(shares[mask] * np.log(shares[mask] / reference[mask])))
