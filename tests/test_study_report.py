@@ -1,0 +1,89 @@
+"""The helpers behind the chapters beyond the report, on made-up results."""
+
+import json
+
+import numpy as np
+import pytest
+
+from uotlib import report, study_report
+from uotlib.studies import STUDY_EMA, get_study, study_dir
+from uotlib.sweep import SWEEP_EPOCHS, sweep_dir
+
+
+def _write(folder, epochs, evals, seconds=2.0):
+    folder.mkdir(parents=True)
+    metrics = {
+        "config": {"epochs": epochs},
+        "epochs": [{"epoch": e, "seconds": seconds} for e in range(1, epochs + 1)],
+        "evals": evals,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_report, "results_root", lambda: tmp_path)
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    return tmp_path
+
+
+def test_study_tables_read_last_epoch_and_count_seeds(root):
+    study = get_study("outliers")
+    epochs = study.config("gan", 0).epochs
+    for run, share in (("gan", 0.02), ("otm", 0.03)):
+        last = {
+            "epoch": epochs,
+            "raw": {"fid": 10.0, "outlier_share": share},
+            STUDY_EMA.label: {"fid": 5.0, "outlier_share": share / 2},
+        }
+        _write(study_dir(root, "outliers", run, 0), epochs, [last])
+    # an unfinished run counts for the status line but not for the numbers
+    _write(study_dir(root, "outliers", "uotm", 0), 3, [])
+
+    assert study_report.final_values("outliers", "otm", "raw", "outlier_share") == [
+        0.03
+    ]
+    assert study_report.final_values("outliers", "uotm", "raw", "fid") == []
+    status = study_report.study_status_markdown("outliers")
+    assert "Results incomplete" in status and "seed 0 at epoch 3" in status
+    table = study_report.study_table_markdown(
+        "outliers", (("fid", "FID", 1), ("outlier_share", "share", 3))
+    )
+    assert f"| `otm` | {STUDY_EMA.label} | 5.0 | 0.015 | 1 |" in table
+    assert "| `uotm` | raw | — | — | 0 |" in table
+
+
+def test_class_shares_and_kl(root):
+    study = get_study("imbalance")
+    epochs = study.config("uotm", 0).epochs
+    counts = [100] * 10
+    counts[3] = 10
+    last = {"epoch": epochs, STUDY_EMA.label: {"class_histogram": counts}}
+    _write(study_dir(root, "imbalance", "uotm", 0), epochs, [last])
+    (shares,) = study_report.generated_class_shares("imbalance", "uotm")
+    assert shares[3] == pytest.approx(10 / 910)
+    uniform = np.full(10, 0.1)
+    assert study_report.kl_to(uniform, uniform) == pytest.approx(0.0)
+    assert study_report.kl_to(shares, uniform) > 0
+    # the study's training set keeps a tenth of the rare digit
+    train = study_report.training_class_shares()
+    assert train[3] < 0.02 and train.sum() == pytest.approx(1.0)
+
+
+def test_tau_rows_join_the_sweep_and_multiply_the_cost(root):
+    taus = dict((name, tau) for tau, name in study_report.tau_variants())
+    assert taus["uot"] == 1e-3 and taus["tau-0"] == 0.0
+    last = {
+        "epoch": SWEEP_EPOCHS,
+        "raw": {"fid": 50.0, "sq_distance": 400.0},
+        STUDY_EMA.label: {"fid": 40.0},
+    }
+    _write(sweep_dir(root, "tau-1e-2"), SWEEP_EPOCHS, [last])
+    (row,) = study_report.tau_rows()
+    assert row["tau"] == 1e-2 and row["cost"] == pytest.approx(4.0)
+    assert "| 0.01 | `tau-1e-2` | 50.0 | 40.0 | 400 | 4.000 |" in (
+        study_report.tau_table_markdown()
+    )
+    # figures draw with results and without
+    assert study_report.figure_tau().axes[0].lines
+    assert study_report.figure_study_curves("architecture").axes
