@@ -177,7 +177,7 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
 def prune_variant_snapshots(variant: Variant, out: Path) -> None:
     """Keep only what the book loads: the raw generator of the τ variants.
 
-    Training always writes the last epoch's generators (raw and EMA, 1.6 MB
+    Training always writes the last epoch's generators (raw and EMA, 3.3 MB
     each); the other variants' are deleted, their numbers live in
     ``metrics.json``.
     """
