@@ -284,6 +284,37 @@ def _fit(
     return model.eval()
 
 
+def _fit_checked(
+    cls, train, test, required: float, threads: int, **settings
+) -> tuple[nn.Module, dict]:
+    """:func:`_fit`, then the accuracy check; the record fields both share.
+
+    ``settings`` are ``seed``, ``epochs``, ``batch_size`` and ``lr``.
+    """
+    start = time.perf_counter()
+    model = _fit(
+        cls,
+        train,
+        test,
+        settings["seed"],
+        settings["epochs"],
+        settings["batch_size"],
+        settings["lr"],
+        threads,
+    )
+    test_accuracy = accuracy(model, test.images, test.labels)
+    seconds = time.perf_counter() - start
+    _check_accuracy(test_accuracy, required, settings["epochs"])
+    fields = {
+        "test_accuracy": round(test_accuracy, 2),
+        **settings,
+        "max_shift": MAX_SHIFT,
+        "threads": threads,
+        "train_seconds": round(seconds, 1),
+    }
+    return model, fields
+
+
 def _check_accuracy(test_accuracy: float, required: float, epochs: int) -> None:
     if test_accuracy < required:
         raise RuntimeError(
@@ -333,24 +364,17 @@ def train_classifier(
     out = Path(out)
     train = load_mnist(train=True)
     test = load_mnist(train=False)
-    start = time.perf_counter()
-    model = _fit(MnistCNN, train, test, seed, epochs, batch_size, lr, threads)
-    test_accuracy = accuracy(model, test.images, test.labels)
-    seconds = time.perf_counter() - start
-    _check_accuracy(test_accuracy, MIN_TEST_ACCURACY, epochs)
+    settings = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr)
+    model, fields = _fit_checked(
+        MnistCNN, train, test, MIN_TEST_ACCURACY, threads, **settings
+    )
+    test_accuracy = fields["test_accuracy"]
 
     record = _save_weights(
         model,
         out,
         {
-            "test_accuracy": round(test_accuracy, 2),
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "max_shift": MAX_SHIFT,
-            "threads": threads,
-            "train_seconds": round(seconds, 1),
+            **fields,
             "feature_dim": FEATURE_DIM,
             "architecture": "conv5x5/2(32)-relu-conv5x5/2(64)-relu-fc128-relu-fc10",
             "command": (
@@ -398,11 +422,11 @@ def train_domain_classifier(
     out = Path(out)
     train = domain_set(train=True)
     test = domain_set(train=False)
-    start = time.perf_counter()
-    model = _fit(DomainCNN, train, test, seed, epochs, batch_size, lr, threads)
-    test_accuracy = accuracy(model, test.images, test.labels)
-    seconds = time.perf_counter() - start
-    _check_accuracy(test_accuracy, DOMAIN_MIN_TEST_ACCURACY, epochs)
+    settings = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr)
+    model, fields = _fit_checked(
+        DomainCNN, train, test, DOMAIN_MIN_TEST_ACCURACY, threads, **settings
+    )
+    test_accuracy = fields["test_accuracy"]
     per_set = {
         f"{name}_test_accuracy": round(
             accuracy(
@@ -417,15 +441,8 @@ def train_domain_classifier(
         model,
         out,
         {
-            "test_accuracy": round(test_accuracy, 2),
+            **fields,
             **per_set,
-            "seed": seed,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "max_shift": MAX_SHIFT,
-            "threads": threads,
-            "train_seconds": round(seconds, 1),
             "classes": {"mnist": DOMAIN_MNIST, "fashion_mnist": DOMAIN_FASHION},
             "architecture": "conv5x5/2(8)-relu-conv5x5/2(16)-relu-fc2",
             "command": (
