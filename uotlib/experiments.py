@@ -125,6 +125,8 @@ def prune_snapshots(results: Path, run: str, seed: int) -> None:
             path.unlink()
             continue
         state = torch.load(path, map_location="cpu", weights_only=False)
+        # a run trained before an average was added to its config lacks it
+        keep &= set(state["generators"])
         if set(state["generators"]) != keep:
             state["generators"] = {g: state["generators"][g] for g in sorted(keep)}
             atomic_save(state, path)
