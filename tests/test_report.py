@@ -94,6 +94,13 @@ def test_prune_snapshots_keeps_what_the_book_reads(tmp_path):
     assert set(kept["generators"]) == {"raw", "ema0.9999"}
     assert not (run_dir(tmp_path, "uot-exp", 0) / "generator_e70.pt").exists()
     assert not list(run_dir(tmp_path, "uot-exp", 1).glob("*.pt"))
+    # the book reads the GAN's EMA too, but a snapshot made before the run
+    # kept one is pruned to what it has
+    folder = run_dir(tmp_path, "gan", 0)
+    folder.mkdir(parents=True)
+    torch.save({"generators": {"raw": {}}}, folder / "generator_e100.pt")
+    prune_snapshots(tmp_path, "gan", 0)
+    assert set(torch.load(folder / "generator_e100.pt")["generators"]) == {"raw"}
 
 
 def test_target_check_needs_ratio_separation_and_every_seed(tmp_path, monkeypatch):
