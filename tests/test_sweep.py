@@ -39,14 +39,14 @@ def test_unknown_variant_is_named():
     assert [v.name for v in sweep.select(["gan", "uot"])] == ["uot", "gan"]
 
 
+def _tiny_base(monkeypatch, epochs):
+    """Shrink every variant to ``epochs`` epochs of tiny networks."""
+    small = dict(batch_size=64, g_hidden=(16,), d_hidden=(16,), eval_every=1)
+    monkeypatch.setattr(sweep, "BASE", sweep.BASE.replace(epochs=epochs, **small))
+
+
 def test_sweep_trains_skips_finished_and_summarises(tmp_path, tiny_data, monkeypatch):
-    monkeypatch.setattr(
-        sweep,
-        "BASE",
-        sweep.BASE.replace(
-            epochs=2, batch_size=64, g_hidden=(16,), d_hidden=(16,), eval_every=1
-        ),
-    )
+    _tiny_base(monkeypatch, epochs=2)
     calls = []
 
     def evaluator(generator, sample_source):
@@ -75,13 +75,7 @@ def test_sweep_trains_skips_finished_and_summarises(tmp_path, tiny_data, monkeyp
 def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):
     from uotlib import report
 
-    monkeypatch.setattr(
-        sweep,
-        "BASE",
-        sweep.BASE.replace(
-            epochs=1, batch_size=64, g_hidden=(16,), d_hidden=(16,), eval_every=1
-        ),
-    )
+    _tiny_base(monkeypatch, epochs=1)
     monkeypatch.setattr(report, "results_root", lambda: tmp_path)
     fids = {"uot": 30.0, "gan": 20.0, "psi-exp": 10.0}
 
