@@ -78,6 +78,20 @@ def _check_images(x: torch.Tensor) -> None:
         )
 
 
+def _strided_convs(c0: int, c1: int) -> list[nn.Module]:
+    """Two 5x5 stride-2 convolutions with ReLU: (N, 1, 28, 28) -> (N, c1, 7, 7).
+
+    Both classifiers start this way; the layer indices (and so the names in
+    their state dicts) are those of the list.
+    """
+    return [
+        nn.Conv2d(1, c0, kernel_size=5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(c0, c1, kernel_size=5, stride=2, padding=2),
+        nn.ReLU(),
+    ]
+
+
 class MnistCNN(nn.Module):
     """Digit classifier whose penultimate layer serves as the FID embedding.
 
@@ -88,13 +102,7 @@ class MnistCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=5, stride=2, padding=2),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=5, stride=2, padding=2),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+        self.conv = nn.Sequential(*_strided_convs(32, 64), nn.Flatten())
         self.fc = nn.Linear(64 * 7 * 7, FEATURE_DIM)
         self.head = nn.Sequential(
             nn.ReLU(), nn.Dropout(0.3), nn.Linear(FEATURE_DIM, NUM_CLASSES)
@@ -147,12 +155,7 @@ class DomainCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 8, kernel_size=5, stride=2, padding=2),
-            nn.ReLU(),
-            nn.Conv2d(8, 16, kernel_size=5, stride=2, padding=2),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(16 * 7 * 7, 2),
+            *_strided_convs(8, 16), nn.Flatten(), nn.Linear(16 * 7 * 7, 2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
