@@ -12,7 +12,7 @@ compared with a GAN that was given the same chance.
 Every variant trains for :data:`SWEEP_EPOCHS` epochs with seed 0 and keeps an
 EMA of decay 0.999 (an average never feeds back into training, so keeping one
 costs an evaluation and nothing else). The budget is 40 epochs, not fewer,
-because the full-length runs show that rankings made earlier are wrong: the
+because the full-length runs of seed 0 show that rankings made earlier are wrong: the
 UOT baseline has the lower FID up to epoch 30 and the ``exp`` run from epoch
 40 on (``results/uot`` and ``results/uot-exp``).
 
