@@ -96,3 +96,66 @@ def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):
     assert "`otm`" in status and "`uot`" not in status
     fig = report.figure_sweep()
     assert len(fig.axes[0].patches) == 6
+
+
+def test_only_gan_and_psi_exp_are_table_runs():
+    sources = {v.name: sweep.table_source(v) for v in sweep.VARIANTS}
+    assert {k: v for k, v in sources.items() if v} == {
+        "gan": "gan",
+        "psi-exp": "uot-exp",
+    }
+    # the baseline matches the table's uot run, but keeps its own snapshot
+    assert sweep.VARIANTS_BY_NAME["uot"].keeps_snapshot
+
+
+def _table_metrics(epochs):
+    return {
+        "config": {"epochs": 100},
+        "epochs": [{"epoch": e, "seconds": 1.0} for e in range(1, epochs + 1)],
+        "evals": [
+            {
+                "epoch": e,
+                "raw": {"fid": 100.0 - e},
+                "ema0.999": {"fid": 50.0 - e},
+                "ema0.9999": {"fid": 1.0},
+            }
+            for e in range(10, epochs + 1, 10)
+        ],
+    }
+
+
+def test_variant_is_copied_from_a_long_enough_table_run(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a copied variant must not train")
+
+    monkeypatch.setattr(sweep, "train", no_training)
+    table = tmp_path / "uot-exp" / "seed0"
+    table.mkdir(parents=True)
+    (table / "metrics.json").write_text(json.dumps(_table_metrics(60)))
+    [entry] = sweep.run_sweep(sweep.select(["psi-exp"]), tmp_path)
+    assert entry["finished"] and entry["epochs_done"] == sweep.SWEEP_EPOCHS
+    assert entry["curve"]["raw"][-1] == [40, 60.0]
+    assert entry["ema0.999"]["fid"] == 10.0
+    copied = json.loads(
+        (sweep.sweep_dir(tmp_path, "psi-exp") / "metrics.json").read_text()
+    )
+    assert copied["copied_from"] == "results/uot-exp/seed0"
+    assert copied["config"]["psi1"] == "exp"
+    # only the sweep's own average is kept
+    assert all(set(e) == {"epoch", "raw", "ema0.999"} for e in copied["evals"])
+
+
+def test_short_table_run_is_not_copied(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(config, out, **kwargs):
+        out.mkdir(parents=True)
+        trained.append(out)
+
+    monkeypatch.setattr(sweep, "train", fake_train)
+    monkeypatch.setattr(sweep, "prune_variant_snapshots", lambda variant, out: None)
+    table = tmp_path / "gan" / "seed0"
+    table.mkdir(parents=True)
+    (table / "metrics.json").write_text(json.dumps(_table_metrics(30)))
+    sweep.run_sweep(sweep.select(["gan"]), tmp_path)
+    assert trained == [sweep.sweep_dir(tmp_path, "gan")]

@@ -16,6 +16,16 @@ because the full-length runs of seed 0 show that rankings made earlier are wrong
 UOT baseline has the lower FID up to epoch 30 and the ``exp`` run from epoch
 40 on (``results/uot`` and ``results/uot-exp``).
 
+Two variants need no training of their own: ``gan`` and ``psi-exp`` are the
+table's ``gan`` and ``uot-exp`` runs with the same settings, and an epoch count
+does not change a trajectory (no schedule reads it), so their first 40 epochs
+are the variant. :func:`table_source` finds such a run by comparing the
+configs, and the sweep copies its first :data:`SWEEP_EPOCHS` epochs when that
+run has them. The ``uot`` variant matches the table's ``uot`` too, and was
+trained anyway because the τ chapter loads its epoch-40 generator; its FID
+equals the table run's at epoch 40 to every digit, which is what justifies
+the copy.
+
 ``python -m uotlib sweep`` trains the variants that are not finished yet (a
 killed sweep resumes where it stopped) and writes ``results/sweep/summary.json``.
 """
@@ -32,7 +42,7 @@ import torch
 
 from .book import RESULTS_DIR
 from .config import ConfigError, EMASpec, TrainConfig
-from .experiments import is_finished, read_metrics
+from .experiments import RUNS, is_finished, read_metrics, run_dir
 from .train import atomic_write_json, train
 
 log = logging.getLogger(__name__)
@@ -122,6 +132,65 @@ def select(names: list[str] | None) -> list[Variant]:
     return [v for v in VARIANTS if v.name in names]
 
 
+# settings that do not change what a run trains: a longer run, other averages
+# alongside and other kept snapshots leave its first epochs as they are
+_NOT_TRAJECTORY = {"epochs", "ema", "snapshot_epochs"}
+
+
+def table_source(variant: Variant, seed: int = 0) -> str | None:
+    """The table run whose first epochs are ``variant``, or None.
+
+    A run qualifies when every setting that shapes training is the same, it
+    lasts at least as long, keeps the sweep's average among its own and
+    evaluates at the same epochs. Variants that keep a snapshot are trained:
+    a table run does not keep its epoch-40 generator.
+    """
+    if variant.keeps_snapshot:
+        return None
+    mine = variant.config(seed)
+    wanted = mine.to_dict()
+    for name, config in RUNS.items():
+        theirs = config.replace(seed=seed)
+        other = theirs.to_dict()
+        same = all(
+            wanted[key] == other[key] for key in wanted if key not in _NOT_TRAJECTORY
+        )
+        if same and theirs.epochs >= mine.epochs and SWEEP_EMA in theirs.ema:
+            return name
+    return None
+
+
+def copy_from_table(variant: Variant, results: Path, seed: int = 0) -> bool:
+    """Write ``variant``'s metrics from its table run; False if it has too few epochs.
+
+    The copy keeps the first :data:`SWEEP_EPOCHS` epochs, the evaluations up to
+    then (raw and the sweep's average only), the variant's own config, and
+    names the run it came from under ``"copied_from"``.
+    """
+    source = table_source(variant, seed)
+    if source is None:
+        return False
+    metrics = read_metrics(results, source, seed)
+    epochs = variant.config(seed).epochs
+    if metrics is None or len(metrics["epochs"]) < epochs:
+        return False
+    labels = ("raw", SWEEP_EMA.label)
+    copied = {
+        "config": variant.config(seed).to_dict(),
+        "copied_from": str(run_dir(Path("results"), source, seed)),
+        "epochs": metrics["epochs"][:epochs],
+        "evals": [
+            {"epoch": e["epoch"], **{k: e[k] for k in labels if k in e}}
+            for e in metrics["evals"]
+            if e["epoch"] <= epochs
+        ],
+    }
+    out = sweep_dir(results, variant.name, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(copied, out / "metrics.json")
+    return True
+
+
 def _final_eval(metrics: dict[str, Any]) -> dict[str, Any] | None:
     if not metrics["evals"]:
         return None
@@ -207,6 +276,14 @@ def run_sweep(
         out = sweep_dir(results, variant.name, seed)
         if is_finished(read_metrics(results / "sweep", variant.name, seed)):
             log.info("sweep variant %s is finished; skipping", variant.name)
+            continue
+        if copy_from_table(variant, results, seed):
+            log.info(
+                "sweep variant %s: copied from the table run %s",
+                variant.name,
+                table_source(variant, seed),
+            )
+            atomic_write_json(sweep_summary(results, seed), results / "sweep" / SUMMARY)
             continue
         log.info("sweep variant %s: %s", variant.name, variant.describe())
         train(
