@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
 
@@ -199,12 +198,8 @@ def test_classifier_matches_its_record():
     assert model.features(test.images[:7]).shape == (7, clf.FEATURE_DIM)
 
 
-def test_classifier_refuses_foreign_or_missing_weights(tmp_path):
-    weights = tmp_path / "mnist_cnn.pt"
-    shutil.copy(clf.WEIGHTS_PATH, weights)
-    shutil.copy(clf.record_path(clf.WEIGHTS_PATH), clf.record_path(weights))
-    with open(weights, "ab") as handle:
-        handle.write(b"\0")
+def test_classifier_refuses_foreign_or_missing_weights(tmp_path, tampered_weights):
+    weights = tampered_weights(clf.WEIGHTS_PATH, "mnist_cnn.pt")
     with pytest.raises(clf.ClassifierWeightsError, match="sha256.*train-classifier"):
         clf.load_classifier("cpu", weights)
     with pytest.raises(clf.ClassifierWeightsError, match="missing.*train-classifier"):

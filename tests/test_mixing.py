@@ -1,7 +1,6 @@
 """Training sets with outliers or a rare digit, and the domain classifier."""
 
 import re
-import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -203,12 +202,8 @@ def test_domain_classifier_matches_its_record():
     assert record["parameters"] == sum(p.numel() for p in model.parameters())
 
 
-def test_domain_classifier_refuses_foreign_weights(tmp_path):
-    weights = tmp_path / "domain_cnn.pt"
-    shutil.copy(clf.DOMAIN_WEIGHTS_PATH, weights)
-    shutil.copy(clf.record_path(clf.DOMAIN_WEIGHTS_PATH), clf.record_path(weights))
-    with open(weights, "ab") as handle:
-        handle.write(b"\0")
+def test_domain_classifier_refuses_foreign_weights(tampered_weights):
+    weights = tampered_weights(clf.DOMAIN_WEIGHTS_PATH, "domain_cnn.pt")
     with pytest.raises(clf.ClassifierWeightsError, match="train-domain-classifier"):
         clf.load_domain_classifier("cpu", weights)
 
