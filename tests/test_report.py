@@ -134,3 +134,26 @@ def test_overlapping_ranges_fail_the_target(tmp_path, monkeypatch):
     )
     check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1), target=2.0)
     assert check["overlap"] and check["verdict"] == "not met"
+
+
+def test_reproducing_some_seeds_keeps_the_others_in_the_summary(tmp_path):
+    from uotlib import cli
+
+    _fake_results(tmp_path, {"gan": {100: {"raw": 10.0}}})
+    for seed in (0, 1):
+        path = tmp_path / "gan" / f"seed{seed}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["epochs"] = [{"epoch": e} for e in range(1, 101)]
+        path.write_text(json.dumps(metrics))
+    # both seeds are finished, so this trains nothing and only summarises
+    assert (
+        cli.main(
+            ["reproduce", "--runs", "gan", "--seeds", "1", "--results", str(tmp_path)]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    gan = next(e for e in summary if e["row"] == "GAN baseline")
+    assert gan["seeds"] == [0, 1]
+    assert gan["fid_mean"] == pytest.approx(11.0)
+    assert gan["command"] == "python -m uotlib reproduce --runs gan --seeds 0 1 2"

@@ -76,9 +76,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         prune_snapshots,
         read_metrics,
         run_dir,
-        summarise,
     )
-    from .train import atomic_write_json, train
+    from .train import train
 
     _set_threads(args.threads)
     results = Path(args.results)
@@ -98,9 +97,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
             )
             prune_snapshots(results, run, seed)
-            atomic_write_json(summarise(results, args.seeds), results / "summary.json")
-    atomic_write_json(summarise(results, args.seeds), results / "summary.json")
+            _write_summary(results, args.seeds)
+    _write_summary(results, args.seeds)
     return 0
+
+
+def _write_summary(results: Path, seeds) -> None:
+    """``summary.json`` over the table's seeds and any others trained here.
+
+    A call for some seeds (``--seeds 1 2``) must not drop the others from it.
+    """
+    from .experiments import DEFAULT_SEEDS, summarise
+    from .train import atomic_write_json
+
+    every = sorted(set(DEFAULT_SEEDS) | set(seeds))
+    atomic_write_json(summarise(results, every), results / "summary.json")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -181,7 +181,9 @@ def summarise(results: Path, seeds=DEFAULT_SEEDS) -> list[dict[str, Any]]:
             "run": row.run,
             "epoch": row.epoch,
             "generator": row.generator,
-            "command": "python -m uotlib reproduce --seeds "
+            "command": "python -m uotlib reproduce --runs "
+            + row.run
+            + " --seeds "
             + " ".join(map(str, seeds)),
             "seeds": [],
         }
