@@ -136,6 +136,7 @@ def test_variant_is_copied_from_a_long_enough_table_run(tmp_path, monkeypatch):
     assert entry["finished"] and entry["epochs_done"] == sweep.SWEEP_EPOCHS
     assert entry["curve"]["raw"][-1] == [40, 60.0]
     assert entry["ema0.999"]["fid"] == 10.0
+    assert entry["copied_from"] == "results/uot-exp/seed0"
     copied = json.loads(
         (sweep.sweep_dir(tmp_path, "psi-exp") / "metrics.json").read_text()
     )
@@ -143,6 +144,12 @@ def test_variant_is_copied_from_a_long_enough_table_run(tmp_path, monkeypatch):
     assert copied["config"]["psi1"] == "exp"
     # only the sweep's own average is kept
     assert all(set(e) == {"epoch", "raw", "ema0.999"} for e in copied["evals"])
+    # and the chapter's table says where the numbers came from
+    from uotlib import report
+
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    table = report.sweep_table_markdown()
+    assert "| `psi-exp` (from `results/uot-exp/seed0`) | Ψ1*, Ψ2* |" in table
 
 
 def test_short_table_run_is_not_copied(tmp_path, monkeypatch):

@@ -562,7 +562,8 @@ def sweep_table_markdown(seed: int = 0) -> str:
 
     The last column divides the EMA FID by the GAN's EMA FID at the same
     budget (the ``gan`` variant), the comparison that the tuned row repeats at
-    full length.
+    full length. A variant read from a table run says so in its name's cell
+    (its seconds per epoch are that run's, which kept more averages).
     """
     from .sweep import SWEEP_EMA, VARIANTS
 
@@ -585,8 +586,11 @@ def sweep_table_markdown(seed: int = 0) -> str:
 
         ratio = ema / gan if ema is not None and gan else None
         seconds = entry.get("seconds_per_epoch")
+        name = f"`{variant.name}`"
+        if "copied_from" in entry:
+            name += f" (from `{entry['copied_from']}`)"
         lines.append(
-            f"| `{variant.name}` | {variant.factor} | {variant.describe()} | "
+            f"| {name} | {variant.factor} | {variant.describe()} | "
             f"{fmt(raw)} | {fmt(ema)} | {fmt(precision, 3)} | {fmt(recall, 3)} | "
             f"{fmt(ratio, 2)} | {fmt(seconds, 0)} |"
         )

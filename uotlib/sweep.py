@@ -236,6 +236,8 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
                         )
                         if k in scores
                     }
+        if "copied_from" in metrics:
+            entry["copied_from"] = metrics["copied_from"]
         seconds = [e["seconds"] for e in metrics["epochs"]]
         if seconds:
             entry["seconds_per_epoch"] = sum(seconds) / len(seconds)
