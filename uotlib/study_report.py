@@ -435,3 +435,22 @@ def kl_to(shares: np.ndarray, reference: np.ndarray) -> float:
     shares = np.asarray(shares, dtype=float)
     mask = shares > 0
     return float(np.sum(shares[mask] * np.log(shares[mask] / reference[mask])))
+
+
+def share_gap(p: float, q: float, n_p: int, n_q: int) -> float:
+    """How many standard errors apart two shares counted on ``n_p``, ``n_q`` samples are.
+
+    The shares are treated as independent binomial proportions; the result is
+    (p - q) divided by the standard error of that difference, so its sign says
+    which is larger. Two shares that are both 0 or both 1 give 0.
+    """
+    for name, value in (("p", p), ("q", q)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"share {name} = {value!r}; expected a value in [0, 1]")
+    for name, value in (("n_p", n_p), ("n_q", n_q)):
+        if value < 1:
+            raise ValueError(f"{name} = {value!r}; expected at least one sample")
+    error = np.sqrt(p * (1 - p) / n_p + q * (1 - q) / n_q)
+    if error == 0:
+        return 0.0
+    return float((p - q) / error)
