@@ -101,3 +101,61 @@ def test_share_gap_counts_standard_errors_and_refuses_bad_shares():
         study_report.share_gap(0.1, 1.5, 10, 10)
     with pytest.raises(ValueError, match="n_p = 0"):
         study_report.share_gap(0.1, 0.2, 0, 10)
+
+
+def _finish(root, name, run, generator_values):
+    """A finished seed-0 run of study ``name`` whose last EMA evaluation holds
+    ``generator_values``."""
+    epochs = get_study(name).config(run, 0).epochs
+    last = {"epoch": epochs, STUDY_EMA.label: generator_values}
+    _write(study_dir(root, name, run, 0), epochs, [last])
+
+
+def test_outliers_verdict_tells_a_real_gap_from_sampling_noise(root):
+    assert "Not every method" in study_report.outliers_verdict_markdown(0.01, 0.001)
+    values = {"gan": (0.009, 0.32), "otm": (0.0042, 0.27), "uotm": (0.0039, 0.75)}
+    for run, (share, recall) in values.items():
+        _finish(root, "outliers", run,
+                {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": recall})
+    text = study_report.outliers_verdict_markdown(0.01, 0.0008)
+    assert "UOTM makes fewer outliers than GAN" in text
+    assert "UOTM cannot be told apart from OTM" in text
+    assert "no gain of its own" in text and "lowest recall" in text
+    assert "within sampling error of the data's" in text
+
+
+def test_outliers_verdict_names_a_clear_winner(root):
+    for run, share in (("gan", 0.01), ("otm", 0.008), ("uotm", 0.002)):
+        _finish(root, "outliers", run,
+                {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": 0.5})
+    text = study_report.outliers_verdict_markdown(0.01, 0.0008)
+    assert "clearly the fewest" in text and "does not hold" not in text
+
+
+def _histogram(rare_count, digit=3, others=1000):
+    counts = [others] * 10
+    counts[digit] = rare_count
+    return counts
+
+
+def test_imbalance_verdict_compares_rare_shares_by_standard_errors(root):
+    train = np.full(10, 0.1)
+    train[3] = 0.011
+    train /= train.sum()
+    assert "Not every method" in study_report.imbalance_verdict_markdown(train, 3)
+    # the GAN and OTM near the training share, UOTM far below both
+    for run, count in (("gan", 100), ("otm", 105), ("uotm", 20)):
+        _finish(root, "imbalance", run, {"class_histogram": _histogram(count)})
+    text = study_report.imbalance_verdict_markdown(train, 3)
+    assert "least often of the three" in text
+    assert "`uotm` makes it 0.22% of its digits" in text
+    assert "standard errors below it" in text
+
+
+def test_imbalance_verdict_does_not_read_noise_as_a_difference(root):
+    train = np.full(10, 0.1)
+    for run, count in (("gan", 1000), ("otm", 1010), ("uotm", 990)):
+        _finish(root, "imbalance", run, {"class_histogram": _histogram(count)})
+    text = study_report.imbalance_verdict_markdown(train, 3)
+    assert "as often, within sampling error, as the GAN" in text
+    assert "least often" not in text and "most often" not in text
