@@ -115,8 +115,12 @@ def test_outliers_verdict_tells_a_real_gap_from_sampling_noise(root):
     assert "Not every method" in study_report.outliers_verdict_markdown(0.01, 0.001)
     values = {"gan": (0.009, 0.32), "otm": (0.0042, 0.27), "uotm": (0.0039, 0.75)}
     for run, (share, recall) in values.items():
-        _finish(root, "outliers", run,
-                {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": recall})
+        _finish(
+            root,
+            "outliers",
+            run,
+            {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": recall},
+        )
     text = study_report.outliers_verdict_markdown(0.01, 0.0008)
     assert "UOTM makes fewer outliers than GAN" in text
     assert "UOTM cannot be told apart from OTM" in text
@@ -126,8 +130,12 @@ def test_outliers_verdict_tells_a_real_gap_from_sampling_noise(root):
 
 def test_outliers_verdict_names_a_clear_winner(root):
     for run, share in (("gan", 0.01), ("otm", 0.008), ("uotm", 0.002)):
-        _finish(root, "outliers", run,
-                {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": 0.5})
+        _finish(
+            root,
+            "outliers",
+            run,
+            {"outlier_share": share, "n": 10_000, "fid": 60.0, "recall": 0.5},
+        )
     text = study_report.outliers_verdict_markdown(0.01, 0.0008)
     assert "clearly the fewest" in text and "does not hold" not in text
 

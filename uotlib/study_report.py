@@ -438,7 +438,8 @@ def kl_to(shares: np.ndarray, reference: np.ndarray) -> float:
 
 
 def share_gap(p: float, q: float, n_p: int, n_q: int) -> float:
-    """How many standard errors apart two shares counted on ``n_p``, ``n_q`` samples are.
+    """How many standard errors apart two shares, counted on ``n_p`` and ``n_q``
+    samples, are.
 
     The shares are treated as independent binomial proportions; the result is
     (p - q) divided by the standard error of that difference, so its sign says
@@ -493,10 +494,13 @@ def outliers_verdict_markdown(data_share: float, floor: float) -> str:
         )
     mean = {r: float(np.mean(v)) for r, v in share.items()}
     n = {r: int(min(final_values(name, r, STUDY_EMA.label, "n"))) for r in runs}
-    fid = {r: float(np.mean(final_values(name, r, STUDY_EMA.label, "fid"))) for r in runs}
-    recall = {
-        r: float(np.mean(final_values(name, r, STUDY_EMA.label, "recall"))) for r in runs
-    }
+
+    def last_mean(key):
+        return {
+            r: float(np.mean(final_values(name, r, STUDY_EMA.label, key))) for r in runs
+        }
+
+    fid, recall = last_mean("fid"), last_mean("recall")
     lines = [
         f"At the last epoch the EMA generators make {mean['gan']:.2%} (GAN), "
         f"{mean['otm']:.2%} (OTM) and {mean['uotm']:.2%} (UOTM) outliers, "
@@ -596,8 +600,11 @@ def imbalance_verdict_markdown(train_shares: np.ndarray, digit: int) -> str:
             "marginal moved mass towards it."
         )
     else:
-        words = {"fewer": "less often than", "more": "more often than",
-                 "same": "as often, within sampling error, as"}
+        words = {
+            "fewer": "less often than",
+            "more": "more often than",
+            "same": "as often, within sampling error, as",
+        }
         lines.append(
             f"UOTM makes the rare digit {words[verdict['gan']]} the GAN and "
             f"{words[verdict['otm']]} OTM; the relaxed marginal does not set "
