@@ -7,6 +7,7 @@ from uotlib import studies
 from uotlib.cli import main
 from uotlib.config import ConfigError
 from uotlib.data import ImageSet, load_mnist
+from uotlib.marginals import load_potential
 
 DATA_KEYS = ("outlier_fraction", "minority_digit", "minority_keep", "data_seed")
 NET_KEYS = ("g_arch", "d_arch", "g_hidden", "d_hidden", "g_channels", "d_channels")
@@ -66,6 +67,18 @@ def test_run_study_trains_resumes_and_keeps_seed0_ema(tmp_path, monkeypatch):
         assert set(generators) == {studies.STUDY_EMA.label}
         seed1 = studies.study_dir(tmp_path, "tiny", run, 1)
         assert not list(seed1.glob("generator_e*.pt"))
+        # seed 0 keeps its last potential, and it is the checkpoint's
+        seed0 = studies.study_dir(tmp_path, "tiny", run, 0)
+        critic, config = load_potential(seed0 / "potential_e1.pt")
+        state = torch.load(seed0 / "checkpoint.pt", weights_only=False)["critic"]
+        for key, value in critic.state_dict().items():
+            torch.testing.assert_close(value, state[key], atol=1e-2, rtol=1e-3)
+        assert config.method == ("gan" if run == "gan" else "uot")
+        assert not list(seed1.glob("potential_e*.pt"))
         assert studies.study_metrics(tmp_path, "tiny", run, 1)["config"]["seed"] == 1
+    # a finished run without its potential (trained before they were kept)
+    # gets it when the study is run again, without training anything
+    (studies.study_dir(tmp_path, "tiny", "gan", 0) / "potential_e1.pt").unlink()
     studies.run_study(study, tmp_path, evaluator=evaluator, data=tiny)
     assert len(calls) == 8
+    assert (studies.study_dir(tmp_path, "tiny", "gan", 0) / "potential_e1.pt").is_file()

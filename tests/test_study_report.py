@@ -124,8 +124,18 @@ def test_outliers_verdict_tells_a_real_gap_from_sampling_noise(root):
     text = study_report.outliers_verdict_markdown(0.01, 0.0008)
     assert "UOTM makes fewer outliers than GAN" in text
     assert "UOTM cannot be told apart from OTM" in text
-    assert "no gain of its own" in text and "lowest recall" in text
+    assert "makes as few outliers in this run" in text and "lowest recall" in text
     assert "within sampling error of the data's" in text
+    # with the potentials' targets, the verdict says why each method got there
+    text = study_report.outliers_verdict_markdown(
+        0.01, 0.0008, {"gan": 0.007, "otm": 0.01, "uotm": 0.004}
+    )
+    assert "OTM's balanced potential keeps the outliers' full share" in text
+    assert "from 1.00% to 0.40%" in text and "by design" in text
+    text = study_report.outliers_verdict_markdown(
+        0.01, 0.0008, {"gan": 0.007, "otm": 0.01, "uotm": 0.0095}
+    )
+    assert "does not single them out" in text
 
 
 def test_outliers_verdict_names_a_clear_winner(root):
@@ -158,6 +168,12 @@ def test_imbalance_verdict_compares_rare_shares_by_standard_errors(root):
     assert "least often of the three" in text
     assert "`uotm` makes it 0.22% of its digits" in text
     assert "standard errors below it" in text
+    text = study_report.imbalance_verdict_markdown(train, 3, {"uotm": 0.0025})
+    assert "lowers the rare digit's share of its target" in text
+    assert "within sampling error" in text.split("UOTM's potential")[1]
+    text = study_report.imbalance_verdict_markdown(train, 3, {"uotm": train[3]})
+    assert "leaves the class proportions nearly as they are" in text
+    assert "standard errors below that target" in text
 
 
 def test_imbalance_verdict_does_not_read_noise_as_a_difference(root):

@@ -128,8 +128,13 @@ def study_metrics(results: Path, study: str, run: str, seed: int):
 
 
 def prune_study_snapshots(out: Path, seed: int) -> None:
-    """Keep seed 0's last EMA generator, which the chapters sample; drop the rest."""
+    """Keep seed 0's last EMA generator, which the chapters sample, and its last
+    potential, whose target weights the chapters compute; drop the rest."""
+    from .marginals import POTENTIAL_PREFIX, save_potential_snapshot
     from .train import atomic_save
+
+    if seed == 0 and not list(Path(out).glob(f"{POTENTIAL_PREFIX}*.pt")):
+        save_potential_snapshot(out)
 
     for path in sorted(Path(out).glob("generator_e*.pt")):
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -169,10 +174,12 @@ def run_study(
                 )
             if n_eval is not None:
                 config = config.replace(n_eval=n_eval)
+            out = study_dir(results, study.name, run, seed)
             if is_finished(study_metrics(results, study.name, run, seed)):
                 log.info("%s/%s seed %d is finished; skipping", study.name, run, seed)
+                # runs finished before potentials were kept get theirs here
+                prune_study_snapshots(out, seed)
                 continue
-            out = study_dir(results, study.name, run, seed)
             train(config, out, evaluator=evaluator, data=data, progress=progress)
             prune_study_snapshots(out, seed)
 
