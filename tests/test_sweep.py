@@ -67,9 +67,15 @@ def test_sweep_trains_skips_finished_and_summarises(tmp_path, tiny_data, monkeyp
     snapshot = sweep.sweep_dir(tmp_path, "uot") / "generator_e2.pt"
     assert set(torch.load(snapshot, weights_only=False)["generators"]) == {"raw"}
     assert not list(sweep.sweep_dir(tmp_path, "gan").glob("generator_e*.pt"))
-    # a second call trains nothing
+    # and its last potential, which the τ chapter reads the target mass from
+    potential = sweep.sweep_dir(tmp_path, "uot") / "potential_e2.pt"
+    assert torch.load(potential, weights_only=False)["epoch"] == 2
+    assert not list(sweep.sweep_dir(tmp_path, "gan").glob("potential_e*.pt"))
+    # a second call trains nothing, but restores a missing potential
+    potential.unlink()
     sweep.run_sweep(variants, tmp_path, evaluator=evaluator, data=tiny_data)
     assert len(calls) == 8
+    assert potential.is_file()
 
 
 def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):

@@ -9,6 +9,7 @@ before its runs exist.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -47,8 +48,32 @@ def tau_rows() -> list[dict[str, Any]]:
             row[label] = scores
         sq = row["raw"].get("sq_distance")
         row["cost"] = None if sq is None else tau * sq
+        row["target"] = _tau_target(name, entry.get("epoch", 0))
         rows.append(row)
     return rows
+
+
+def _tau_target(name: str, epoch: int) -> dict[str, Any] | None:
+    """What a τ variant's last potential does to the MNIST training digits."""
+    from .marginals import potential_path
+    from .sweep import sweep_dir
+
+    path = potential_path(sweep_dir(results_root(), name), epoch)
+    if not path.is_file():
+        return None
+    return _implied_on_mnist(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _implied_on_mnist(path: str, mtime_ns: int) -> dict[str, Any]:
+    # ``mtime_ns`` is only part of the cache key: a rewritten file is read again
+    from .data import load_mnist
+    from .marginals import implied_shares
+
+    digits = load_mnist(train=True)
+    implied = implied_shares(path, digits.images, digits.labels, 10)
+    implied["class_kl"] = kl_to(implied["shares"], implied["data_shares"])
+    return implied
 
 
 def tau_table_markdown() -> str:
@@ -57,20 +82,22 @@ def tau_table_markdown() -> str:
         return "No τ variant of the sweep has finished yet."
     lines = [
         "| τ | variant | FID raw | FID EMA | E‖x − T(x)‖² | mean cost τ E‖x − T(x)‖² "
-        "| precision | recall |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| precision | recall | target mass | target class KL |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def fmt(value, spec=".1f"):
         return "—" if value is None else format(value, spec)
 
     for row in rows:
-        raw, ema = row["raw"], row[STUDY_EMA.label]
+        raw, ema, target = row["raw"], row[STUDY_EMA.label], row["target"]
         lines.append(
             f"| {row['tau']:g} | `{row['name']}` | {fmt(raw.get('fid'))} | "
             f"{fmt(ema.get('fid'))} | {fmt(raw.get('sq_distance'), '.0f')} | "
             f"{fmt(row['cost'], '.3f')} | {fmt(raw.get('precision'), '.3f')} | "
-            f"{fmt(raw.get('recall'), '.3f')} |"
+            f"{fmt(raw.get('recall'), '.3f')} | "
+            f"{fmt(target and target['mass'], '.3f')} | "
+            f"{fmt(target and target['class_kl'], '.4f')} |"
         )
     return "\n".join(lines)
 

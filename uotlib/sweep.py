@@ -246,13 +246,18 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def prune_variant_snapshots(variant: Variant, out: Path) -> None:
-    """Keep only what the book loads: the raw generator of the τ variants.
+    """Keep only what the book loads: the raw generator of the τ variants, and
+    their last potential (whose implied target mass the τ chapter reads).
 
     Training always writes the last epoch's generators (raw and EMA, 3.3 MB
     each); the other variants' are deleted, their numbers live in
     ``metrics.json``.
     """
+    from .marginals import POTENTIAL_PREFIX, save_potential_snapshot
     from .train import atomic_save
+
+    if variant.keeps_snapshot and not list(Path(out).glob(f"{POTENTIAL_PREFIX}*.pt")):
+        save_potential_snapshot(out)
 
     for path in sorted(Path(out).glob("generator_e*.pt")):
         if not variant.keeps_snapshot:
@@ -278,6 +283,8 @@ def run_sweep(
         out = sweep_dir(results, variant.name, seed)
         if is_finished(read_metrics(results / "sweep", variant.name, seed)):
             log.info("sweep variant %s is finished; skipping", variant.name)
+            # variants finished before potentials were kept get theirs here
+            prune_variant_snapshots(variant, out)
             continue
         if copy_from_table(variant, results, seed):
             log.info(
