@@ -21,11 +21,13 @@ venv: $(STAMP)
 test: $(STAMP)
 	UOTLIB_QUICK=1 $(PY) -m pytest --nbval-lax --nbval-current-env $(PYTEST_ARGS) tests book
 
+# --all: Sphinx would otherwise keep the pages of an earlier build whose source
+# did not change, so a full build after a quick one would mix the two modes
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build -W -n --keep-going .
+	$(VENV)/bin/jupyter-book build --all -W -n --keep-going .
 
 book-quick: $(STAMP)
-	UOTLIB_QUICK=1 $(VENV)/bin/jupyter-book build -W -n --keep-going .
+	UOTLIB_QUICK=1 $(VENV)/bin/jupyter-book build --all -W -n --keep-going .
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
