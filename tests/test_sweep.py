@@ -102,6 +102,11 @@ def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):
     assert "`otm`" in status and "`uot`" not in status
     fig = report.figure_sweep()
     assert len(fig.axes[0].patches) == 6
+    # the noise figure draws the one sweep variant of the rounding pair that
+    # exists (no table runs here) and the budget line
+    fig = report.figure_sweep_noise("raw")
+    assert [line.get_label() for line in fig.axes[0].lines][0] == "sweep psi-exp"
+    assert len(fig.axes[0].lines) == 2
 
 
 def test_only_gan_and_psi_exp_are_table_runs():

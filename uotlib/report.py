@@ -609,6 +609,46 @@ def sweep_best(seed: int = 0) -> list[tuple[str, float]]:
     return sorted(scored, key=lambda item: item[1])
 
 
+def figure_sweep_noise(label: str = "ema0.999"):
+    """EMA FID over training of the table's seeds next to the rounding pair.
+
+    The table's ``gan`` and ``uot-exp`` runs (each seed, 100 epochs) show how
+    far apart seeds are at the sweep's budget; the sweep's ``psi-kl`` and
+    ``psi-exp`` variants differ only by rounding.
+    """
+    from .sweep import SWEEP_EPOCHS
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for colour, run in (("C0", "gan"), ("C1", "uot-exp")):
+        for j, (_, m) in enumerate(sorted(runs_present(run).items())):
+            points = [(e["epoch"], e[label]["fid"]) for e in m["evals"] if label in e]
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    color=colour,
+                    alpha=0.7,
+                    label=f"{run}, each seed" if j == 0 else None,
+                )
+    entries = sweep_entries()
+    for style, name in (("--", "psi-kl"), (":", "psi-exp")):
+        curve = entries.get(name, {}).get("curve", {}).get(label)
+        if curve:
+            ax.plot(
+                *zip(*curve, strict=True),
+                style,
+                color="C3",
+                lw=2,
+                label=f"sweep {name}",
+            )
+    ax.axvline(SWEEP_EPOCHS, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="epoch", ylabel=f"FID, {label} (log scale)", yscale="log")
+    if ax.lines[:-1]:
+        ax.legend(fontsize="small")
+    else:
+        _no_results(ax, "sweep")
+    return fig
+
+
 def figure_sweep(seed: int = 0):
     """FID of every finished variant at the end of the budget, raw and EMA."""
     from .sweep import SWEEP_EMA, VARIANTS
