@@ -1,6 +1,7 @@
 """The settings sweep: variants, selection errors, resuming, its summary."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -63,6 +64,17 @@ def test_sweep_trains_skips_finished_and_summarises(tmp_path, tiny_data, monkeyp
     assert summary[1]["method"] == "gan"
     written = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert written == summary
+    # a variant still training elsewhere stays out of the written summary
+    partial = sweep.sweep_dir(tmp_path, "otm")
+    partial.mkdir(parents=True)
+    config = sweep.VARIANTS_BY_NAME["otm"].config().to_dict()
+    metrics = {"config": config, "epochs": [{"epoch": 1, "seconds": 1.0}], "evals": []}
+    (partial / "metrics.json").write_text(json.dumps(metrics))
+    entries = sweep.write_summary(tmp_path)
+    assert [(e["name"], e["finished"]) for e in entries][-1] == ("otm", False)
+    written = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert [e["name"] for e in written] == ["uot", "gan"]
+    shutil.rmtree(partial)
     # the baseline keeps its last raw generator for the τ chapter, nothing more
     snapshot = sweep.sweep_dir(tmp_path, "uot") / "generator_e2.pt"
     assert set(torch.load(snapshot, weights_only=False)["generators"]) == {"raw"}

@@ -292,16 +292,27 @@ def run_sweep(
                 variant.name,
                 table_source(variant, seed),
             )
-            atomic_write_json(sweep_summary(results, seed), results / "sweep" / SUMMARY)
+            write_summary(results, seed)
             continue
         log.info("sweep variant %s: %s", variant.name, variant.describe())
         train(
             variant.config(seed), out, evaluator=evaluator, data=data, progress=progress
         )
         prune_variant_snapshots(variant, out)
-        atomic_write_json(sweep_summary(results, seed), results / "sweep" / SUMMARY)
+        write_summary(results, seed)
+    return write_summary(results, seed)
+
+
+def write_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """Write ``results/sweep/summary.json`` over the finished variants only.
+
+    A variant still training (in this process or another) is left out, so
+    that the committed summary never describes a run that is not committed.
+    Returns every variant's entry, finished or not.
+    """
     summary = sweep_summary(results, seed)
-    atomic_write_json(summary, results / "sweep" / SUMMARY)
+    finished = [entry for entry in summary if entry["finished"]]
+    atomic_write_json(finished, Path(results) / "sweep" / SUMMARY)
     return summary
 
 
