@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from uotlib import report, study_report
 from uotlib.studies import STUDY_EMA, get_study, study_dir
@@ -183,3 +184,21 @@ def test_imbalance_verdict_does_not_read_noise_as_a_difference(root):
     text = study_report.imbalance_verdict_markdown(train, 3)
     assert "as often, within sampling error, as the GAN" in text
     assert "least often" not in text and "most often" not in text
+
+
+def test_confident_class_shares_skip_unsure_images():
+    from uotlib.data import load_mnist
+
+    digits = load_mnist(train=False)
+    images, labels = digits.images[:500], digits.labels[:500]
+    shares, sure = study_report.confident_class_shares(images, 0.9)
+    # real test digits: nearly all confident, shares close to the true ones
+    true = np.bincount(labels.numpy(), minlength=10) / 500
+    assert sure > 0.95 and np.abs(shares - true).max() < 0.02
+    # flat grey images are no digit the network is sure of
+    grey = torch.zeros(50, 1, 28, 28)
+    noise = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    _, sure = study_report.confident_class_shares(torch.cat([grey, 2 * noise - 1]))
+    assert sure < 0.5
+    with pytest.raises(ValueError, match="threshold = 1.5"):
+        study_report.confident_class_shares(images, 1.5)

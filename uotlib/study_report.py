@@ -734,3 +734,30 @@ def imbalance_verdict_markdown(
         )
         lines.append(f"UOTM's potential {change}; {follows}.")
     return " ".join(lines + _one_seed_caveat(name))
+
+
+@torch.no_grad()
+def confident_class_shares(
+    images: torch.Tensor, threshold: float = 0.9
+) -> tuple[np.ndarray, float]:
+    """Digit shares among the ``images`` that the feature network is sure of.
+
+    A badly drawn digit still gets a class, often a wrong one; counting only
+    the images whose top class has probability at least ``threshold`` keeps
+    that noise out of the class shares. Returns the shares (10,) over the
+    confident images and the fraction of images that were confident.
+    """
+    from .classifier import load_classifier
+
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold = {threshold!r}; expected a value in (0, 1)")
+    model = load_classifier()
+    probs = torch.cat(
+        [torch.softmax(model(chunk), dim=1) for chunk in images.split(2000)]
+    )
+    top, label = probs.max(dim=1)
+    sure = top >= threshold
+    if not sure.any():
+        return np.full(10, np.nan), 0.0
+    counts = torch.bincount(label[sure], minlength=10).double()
+    return (counts / counts.sum()).numpy(), float(sure.float().mean())
