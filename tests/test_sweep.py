@@ -189,3 +189,17 @@ def test_short_table_run_is_not_copied(tmp_path, monkeypatch):
     (table / "metrics.json").write_text(json.dumps(_table_metrics(30)))
     sweep.run_sweep(sweep.select(["gan"]), tmp_path)
     assert trained == [sweep.sweep_dir(tmp_path, "gan")]
+
+
+def test_rounding_noise_waits_for_both_and_is_relative(monkeypatch):
+    from uotlib import report
+
+    label = sweep.SWEEP_EMA.label
+    entries = {"psi-exp": {"finished": True, label: {"fid": 60.0}}}
+    monkeypatch.setattr(report, "sweep_entries", lambda seed=0: entries)
+    assert report.sweep_rounding_noise() is None
+    entries["psi-kl"] = {"finished": False, label: {"fid": 140.0}}
+    assert report.sweep_rounding_noise() is None
+    entries["psi-kl"]["finished"] = True
+    noise, scores = report.sweep_rounding_noise()
+    assert scores == [140.0, 60.0] and noise == pytest.approx(0.8)

@@ -609,6 +609,25 @@ def sweep_best(seed: int = 0) -> list[tuple[str, float]]:
     return sorted(scored, key=lambda item: item[1])
 
 
+# two sweep variants whose losses differ by a constant: the same gradients,
+# so their runs differ only by floating-point rounding
+ROUNDING_PAIR = ("psi-kl", "psi-exp")
+
+
+def sweep_rounding_noise(seed: int = 0) -> tuple[float, list[float]] | None:
+    """Relative gap of the EMA FIDs of :data:`ROUNDING_PAIR` at the budget.
+
+    Returns (|a - b| / mean(a, b), [a, b]), or None until both finished.
+    """
+    from .sweep import SWEEP_EMA
+
+    entries = sweep_entries(seed)
+    scores = [_score(entries.get(name, {}), SWEEP_EMA.label) for name in ROUNDING_PAIR]
+    if None in scores:
+        return None
+    return abs(scores[0] - scores[1]) / (0.5 * sum(scores)), scores
+
+
 def figure_sweep_noise(label: str = "ema0.999"):
     """EMA FID over training of the table's seeds next to the rounding pair.
 
