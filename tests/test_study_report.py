@@ -175,6 +175,14 @@ def test_imbalance_verdict_compares_rare_shares_by_standard_errors(root):
     text = study_report.imbalance_verdict_markdown(train, 3, {"uotm": train[3]})
     assert "leaves the class proportions nearly as they are" in text
     assert "standard errors below that target" in text
+    text = study_report.imbalance_verdict_markdown(
+        train, 3, {"uotm": train[3]}, {"uotm": train[3] * 1.1}
+    )
+    assert "close to that target: the excess" in text
+    text = study_report.imbalance_verdict_markdown(
+        train, 3, {"uotm": train[3]}, {"uotm": train[3] * 0.5}
+    )
+    assert "still 0.50 times that target" in text
 
 
 def test_imbalance_verdict_does_not_read_noise_as_a_difference(root):

@@ -645,14 +645,19 @@ def study_target_shares(
 
 
 def imbalance_verdict_markdown(
-    train_shares: np.ndarray, digit: int, targets: dict[str, float] | None = None
+    train_shares: np.ndarray,
+    digit: int,
+    targets: dict[str, float] | None = None,
+    confident: dict[str, float] | None = None,
 ) -> str:
     """Where each method's share of the rare ``digit`` lands against its
     training share ``train_shares[digit]``, from the finished runs.
 
     ``targets`` gives, by run, the rare digit's share of the target that the
     run's last potential implies (:func:`study_target_shares`); with UOTM's,
-    the verdict says what the relaxed marginal did to the class.
+    the verdict says what the relaxed marginal did to the class. ``confident``
+    gives, by run, the rare digit's share among the generated images that the
+    feature network is sure of (:func:`confident_class_shares`).
     """
     name = "imbalance"
     runs = get_study(name).run_names
@@ -733,6 +738,18 @@ def imbalance_verdict_markdown(
             f"errors {'below' if z < 0 else 'above'} that target"
         )
         lines.append(f"UOTM's potential {change}; {follows}.")
+        if confident and "uotm" in confident and abs(z) >= GAP:
+            sure = confident["uotm"]
+            lines.append(
+                f"Over the images the feature network is sure of, UOTM makes it "
+                f"{sure:.2%}"
+                + (
+                    ", close to that target: the excess over all images comes "
+                    "from badly drawn digits counted as the rare one."
+                    if abs(sure - kept) <= 0.25 * kept
+                    else f", still {sure / kept:.2f} times that target."
+                )
+            )
     return " ".join(lines + _one_seed_caveat(name))
 
 
