@@ -484,6 +484,12 @@ def share_gap(p: float, q: float, n_p: int, n_q: int) -> float:
     return float((p - q) / error)
 
 
+def _gap_to_exact(p: float, reference: float, n: int) -> float:
+    """Standard errors between a share ``p`` counted on ``n`` samples and an
+    exactly known ``reference`` share (only ``p`` has a sampling error)."""
+    return float((p - reference) / np.sqrt(max(p * (1 - p), 1e-12) / n))
+
+
 # a difference between two shares counts when it exceeds this many standard
 # errors of the difference
 GAP = 2.0
@@ -541,7 +547,7 @@ def outliers_verdict_markdown(
     ]
     # the data's share is exact: only the GAN's side has a sampling error
     p = mean["gan"]
-    faithful = (p - data_share) / np.sqrt(max(p * (1 - p), 1e-12) / n["gan"])
+    faithful = _gap_to_exact(p, data_share, n["gan"])
     if abs(faithful) < GAP:
         lines.append(
             "The GAN's share is within sampling error of the data's: it "
@@ -677,7 +683,7 @@ def imbalance_verdict_markdown(
     lines = [f"The rare digit is {t:.2%} of the training set."]
     for run in runs:
         p = rare[run]
-        z = (p - t) / np.sqrt(max(p * (1 - p), 1e-12) / n[run])
+        z = _gap_to_exact(p, t, n[run])
         where = (
             "within sampling error of its training share"
             if abs(z) < GAP
@@ -728,9 +734,7 @@ def imbalance_verdict_markdown(
             f"close to the data's {t:.2%}: the relaxed marginal leaves the class "
             "proportions nearly as they are"
         )
-        z = (rare["uotm"] - kept) / np.sqrt(
-            max(rare["uotm"] * (1 - rare["uotm"]), 1e-12) / n["uotm"]
-        )
+        z = _gap_to_exact(rare["uotm"], kept, n["uotm"])
         follows = (
             "its generator makes the share that target asks for, within sampling error"
             if abs(z) < GAP
