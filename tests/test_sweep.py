@@ -101,13 +101,19 @@ def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):
         sweep.run_sweep(
             sweep.select([name]),
             tmp_path,
-            evaluator=lambda g, s, fid=fid: {"fid": fid},
+            evaluator=lambda g, s, fid=fid: {
+                "fid": fid,
+                "class_kl": fid / 100,
+                "missing_classes": [3, 7] if fid < 15 else [],
+            },
             data=tiny_data,
         )
     # the GAN is not a UOT setting and is left out of the ranking
     assert report.sweep_best() == [("psi-exp", 10.0), ("uot", 30.0)]
     table = report.sweep_table_markdown()
     assert "| `psi-exp` | Ψ1*, Ψ2* | psi1 = exp, psi2 = exp | 10.0 | 10.0 |" in table
+    # a collapse shows as a class KL and fewer than ten classes
+    assert "| 0.100 | 8 | 0.50 |" in table and "| 0.300 | 10 | 1.50 |" in table
     assert "| 0.50 |" in table and "| 1.50 |" in table
     status = report.sweep_status_markdown()
     assert f"3 of {len(sweep.VARIANTS)} variants finished" in status

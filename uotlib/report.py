@@ -571,8 +571,9 @@ def sweep_table_markdown(seed: int = 0) -> str:
     gan = _score(entries.get("gan", {}), SWEEP_EMA.label)
     lines = [
         "| variant | factor | change from the UOT baseline | FID raw "
-        f"| FID {SWEEP_EMA.label} | precision | recall | EMA FID / GAN's | s/epoch |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| FID {SWEEP_EMA.label} | precision | recall | class KL | classes "
+        "| EMA FID / GAN's | s/epoch |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in VARIANTS:
         entry = entries.get(variant.name, {})
@@ -580,6 +581,9 @@ def sweep_table_markdown(seed: int = 0) -> str:
         ema = _score(entry, SWEEP_EMA.label)
         precision = _score(entry, SWEEP_EMA.label, "precision")
         recall = _score(entry, SWEEP_EMA.label, "recall")
+        class_kl = _score(entry, SWEEP_EMA.label, "class_kl")
+        missing = _score(entry, SWEEP_EMA.label, "missing_classes")
+        classes = "—" if missing is None else str(10 - len(missing))
 
         def fmt(value, digits=1):
             return "—" if value is None else f"{value:.{digits}f}"
@@ -592,7 +596,7 @@ def sweep_table_markdown(seed: int = 0) -> str:
         lines.append(
             f"| {name} | {variant.factor} | {variant.describe()} | "
             f"{fmt(raw)} | {fmt(ema)} | {fmt(precision, 3)} | {fmt(recall, 3)} | "
-            f"{fmt(ratio, 2)} | {fmt(seconds, 0)} |"
+            f"{fmt(class_kl, 3)} | {classes} | {fmt(ratio, 2)} | {fmt(seconds, 0)} |"
         )
     return "\n".join(lines)
 
@@ -628,14 +632,17 @@ def sweep_rounding_noise(seed: int = 0) -> tuple[float, list[float]] | None:
     return abs(scores[0] - scores[1]) / (0.5 * sum(scores)), scores
 
 
-def figure_sweep_noise(label: str = "ema0.999"):
+def figure_sweep_noise(label: str | None = None):
     """EMA FID over training of the table's seeds next to the rounding pair.
 
     The table's ``gan`` and ``uot-exp`` runs (each seed, 100 epochs) show how
     far apart seeds are at the sweep's budget; the sweep's ``psi-kl`` and
-    ``psi-exp`` variants differ only by rounding.
+    ``psi-exp`` variants differ only by rounding. ``label`` names the
+    generator to plot (default: the sweep's EMA).
     """
-    from .sweep import SWEEP_EPOCHS
+    from .sweep import SWEEP_EMA, SWEEP_EPOCHS
+
+    label = label or SWEEP_EMA.label
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for colour, run in (("C0", "gan"), ("C1", "uot-exp")):

@@ -232,6 +232,7 @@ def sweep_summary(results: Path, seed: int = 0) -> list[dict[str, Any]]:
                             "precision",
                             "recall",
                             "class_kl",
+                            "missing_classes",
                             "sq_distance",
                         )
                         if k in scores
