@@ -209,3 +209,53 @@ def test_rounding_noise_waits_for_both_and_is_relative(monkeypatch):
     entries["psi-kl"]["finished"] = True
     noise, scores = report.sweep_rounding_noise()
     assert scores == [140.0, 60.0] and noise == pytest.approx(0.8)
+
+
+def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
+    from uotlib import report
+
+    label = sweep.SWEEP_EMA.label
+
+    def done(fid, missing=()):
+        return {"finished": True, label: {"fid": fid, "missing_classes": list(missing)}}
+
+    entries = {
+        "uot": done(60.0), "gan": done(80.0),
+        "r1-1": done(200.0, missing=[1, 2]),  # far worse, and collapsed
+        "r1-0.05": done(55.0),                # within noise
+        "gan-lr-5e-4": done(30.0),            # judged against the GAN
+    }
+    monkeypatch.setattr(report, "sweep_entries", lambda seed=0: entries)
+    seeds = {}
+    monkeypatch.setattr(report, "runs_present", lambda run: seeds)
+    # no rounding pair yet: gaps are listed, not judged
+    rows = {r["name"]: r for r in report.sweep_factor_rows()}
+    assert set(rows) == {"r1-1", "r1-0.05", "gan-lr-5e-4"}
+    assert all(r["verdict"] is None for r in rows.values())
+    assert "not measured yet" in report.sweep_factor_markdown()
+
+    entries["psi-kl"], entries["psi-exp"] = done(50.0), done(75.0)
+    noise, source = report.sweep_noise()
+    assert noise == pytest.approx(25.0 / 62.5) and "rounding" in source
+    rows = {r["name"]: r for r in report.sweep_factor_rows()}
+    assert rows["r1-1"]["verdict"] == "worse" and rows["r1-1"]["classes"] == 8
+    assert rows["r1-0.05"]["verdict"] == "within noise"
+    assert rows["gan-lr-5e-4"]["reference"] == "gan"
+    assert rows["gan-lr-5e-4"]["gap"] == pytest.approx(-50.0 / 55.0)
+    assert rows["gan-lr-5e-4"]["verdict"] == "better"
+    # the psi pair itself is judged against the baseline like any variant
+    assert rows["psi-kl"]["verdict"] == "within noise"
+    text = report.sweep_factor_markdown()
+    assert "Better beyond the noise: `gan-lr-5e-4`." in text
+    assert "`r1-1` (8 of 10 classes left)" in text
+    assert "| λ | `r1-1` (r1_lambda = 1.0) | 200.0 | `uot` 60.0 | +108% | worse | 8 |" in text
+    # seeds of the table run further apart than the rounding pair widen the noise
+    epoch, label = sweep.SWEEP_EPOCHS, sweep.SWEEP_EMA.label
+    for i, fid in enumerate((40.0, 120.0, 60.0)):
+        seeds[i] = {"evals": [{"epoch": epoch, label: {"fid": fid}},
+                              {"epoch": epoch + 10, label: {"fid": 1.0}}]}
+    noise, source = report.sweep_noise()
+    assert noise == pytest.approx(1.0) and "seeds" in source
+    rows = {r["name"]: r for r in report.sweep_factor_rows()}
+    assert rows["gan-lr-5e-4"]["verdict"] == "within noise"
+    assert rows["r1-1"]["verdict"] == "worse"

@@ -632,6 +632,134 @@ def sweep_rounding_noise(seed: int = 0) -> tuple[float, list[float]] | None:
     return abs(scores[0] - scores[1]) / (0.5 * sum(scores)), scores
 
 
+def relative_gap(value: float, reference: float) -> float:
+    """Signed gap of ``value`` from ``reference``, relative to their mean."""
+    return (value - reference) / (0.5 * (value + reference))
+
+
+def seed_noise_at_budget(run: str = "uot-exp") -> float | None:
+    """Largest relative gap between two seeds of a table run at the sweep's budget.
+
+    Read at epoch ``SWEEP_EPOCHS`` through the sweep's EMA, over the committed
+    seeds of ``run``; None with fewer than two.
+    """
+    from .sweep import SWEEP_EMA, SWEEP_EPOCHS
+
+    values = [
+        e[SWEEP_EMA.label]["fid"]
+        for m in runs_present(run).values()
+        for e in m["evals"]
+        if e["epoch"] == SWEEP_EPOCHS and SWEEP_EMA.label in e
+    ]
+    if len(values) < 2:
+        return None
+    return max(abs(relative_gap(a, b)) for a in values for b in values)
+
+
+def sweep_noise(seed: int = 0) -> tuple[float, str] | None:
+    """The gap one seed at the sweep's budget cannot resolve, and its source.
+
+    The larger of the rounding pair's gap (:func:`sweep_rounding_noise`) and
+    the largest gap between seeds of the ``uot-exp`` table run at the same
+    epoch (:func:`seed_noise_at_budget`); None until the rounding pair has
+    finished.
+    """
+    rounding = sweep_rounding_noise(seed)
+    if rounding is None:
+        return None
+    seeds = seed_noise_at_budget()
+    if seeds is not None and seeds > rounding[0]:
+        return seeds, "the largest gap between two seeds of `uot-exp` at this epoch"
+    return rounding[0], "the gap between the two runs that differ only by rounding"
+
+
+def sweep_factor_rows(seed: int = 0) -> list[dict[str, Any]]:
+    """Each finished variant against its own baseline, with a verdict.
+
+    UOT variants are compared with the ``uot`` variant and GAN variants with
+    the ``gan`` variant, by EMA FID at the end of the budget. The verdict
+    weighs the signed relative gap against :func:`sweep_noise`: "better" or
+    "worse" only where the gap is larger than that noise, "within noise"
+    where it is not, and None while the noise is not measured.
+    """
+    from .sweep import SWEEP_EMA, VARIANTS
+
+    entries = sweep_entries(seed)
+    noise = sweep_noise(seed)
+    rows = []
+    for variant in VARIANTS:
+        if variant.factor == "baseline":
+            continue
+        entry = entries.get(variant.name, {})
+        fid = _score(entry, SWEEP_EMA.label)
+        if fid is None:
+            continue
+        reference = "gan" if variant.config().method == "gan" else "uot"
+        base = _score(entries.get(reference, {}), SWEEP_EMA.label)
+        if base is None:
+            continue
+        gap = relative_gap(fid, base)
+        verdict = None
+        if noise is not None:
+            if abs(gap) <= noise[0]:
+                verdict = "within noise"
+            else:
+                verdict = "better" if gap < 0 else "worse"
+        missing = _score(entry, SWEEP_EMA.label, "missing_classes")
+        rows.append({
+            "name": variant.name,
+            "factor": variant.factor,
+            "change": variant.describe(),
+            "fid": fid,
+            "reference": reference,
+            "reference_fid": base,
+            "gap": gap,
+            "verdict": verdict,
+            "classes": None if missing is None else 10 - len(missing),
+        })
+    return rows
+
+
+def sweep_factor_markdown(seed: int = 0) -> str:
+    """The per-factor table of :func:`sweep_factor_rows` and what it shows."""
+    rows = sweep_factor_rows(seed)
+    if not rows:
+        return "No variant and its baseline have both finished yet."
+    noise = sweep_noise(seed)
+    lines = [
+        "| factor | variant | EMA FID | against | gap | verdict | classes |",
+        "|---|---|---:|---|---:|---|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['factor']} | `{r['name']}` ({r['change']}) | {r['fid']:.1f} | "
+            f"`{r['reference']}` {r['reference_fid']:.1f} | {r['gap']:+.0%} | "
+            f"{r['verdict'] or '—'} | {'—' if r['classes'] is None else r['classes']} |"
+        )
+    if noise is None:
+        lines += ["", "The noise is not measured yet, so no gap is judged."]
+        return "\n".join(lines)
+    better = [r for r in rows if r["verdict"] == "better"]
+    worse = [r for r in rows if r["verdict"] == "worse"]
+    within = [r for r in rows if r["verdict"] == "within noise"]
+
+    def names(items):
+        return ", ".join(f"`{r['name']}`" for r in items) or "none"
+
+    text = (
+        f"Gaps are signed and relative to the mean of the two FIDs; the noise "
+        f"is {noise[0]:.0%} ({noise[1]}). Worse than its baseline beyond the noise: "
+        f"{names(worse)}. Within the noise: {names(within)}. Better beyond "
+        f"the noise: {names(better)}."
+    )
+    collapsed = [r for r in rows if r["classes"] is not None and r["classes"] < 10]
+    if collapsed:
+        text += " Missing digit classes in the EMA's samples: " + ", ".join(
+            f"`{r['name']}` ({r['classes']} of 10 classes left)" for r in collapsed
+        ) + "."
+    return "\n".join(lines) + "\n\n" + text
+
+
 def figure_sweep_noise(label: str | None = None):
     """EMA FID over training of the table's seeds next to the rounding pair.
 
