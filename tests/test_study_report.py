@@ -210,3 +210,48 @@ def test_confident_class_shares_skip_unsure_images():
     assert sure < 0.5
     with pytest.raises(ValueError, match="threshold = 1.5"):
         study_report.confident_class_shares(images, 1.5)
+
+
+def _arch_run(root, run, seed, raw, ema):
+    study = get_study("architecture")
+    epochs = study.config(run, 0).epochs
+    last = {"epoch": epochs, "raw": {"fid": raw}, STUDY_EMA.label: {"fid": ema}}
+    _write(study_dir(root, "architecture", run, seed), epochs, [last])
+
+
+def _mlp_run(root, run, seed, raw, ema):
+    from uotlib.experiments import run_dir
+
+    epochs = get_study("architecture").config("gan-conv", 0).epochs
+    at = {"epoch": epochs, "raw": {"fid": raw}, STUDY_EMA.label: {"fid": ema}}
+    later = {"epoch": epochs + 10, "raw": {"fid": 1.0}, STUDY_EMA.label: {"fid": 1.0}}
+    _write(run_dir(root, run, seed), epochs + 10, [at, later])
+
+
+def test_architecture_verdict_judges_the_guess_against_the_mlp(root):
+    assert "have not finished" in study_report.architecture_verdict_markdown()
+    # the MLP: UOTM ahead of the GAN on the raw generator only
+    for seed in (0, 1, 2):
+        _mlp_run(root, "gan", seed, raw=100.0 + seed, ema=50.0 + seed)
+        _mlp_run(root, "uot-exp", seed, raw=60.0 + seed, ema=70.0 + seed)
+    # one seed of each conv run: a provisional verdict
+    _arch_run(root, "gan-conv", 0, raw=300.0, ema=300.0)
+    _arch_run(root, "uotm-conv", 0, raw=200.0, ema=200.0)
+    text = study_report.architecture_verdict_markdown()
+    assert text.count("With the MLP at the same epoch") == 2
+    assert "a ratio of 0.67" in text  # 200 / 300
+    assert "Provisionally, with 1 of 3 seeds" in text
+    assert f"ranges apart: raw, {STUDY_EMA.label}), and the MLP" in text
+    assert (
+        f"does not ({STUDY_EMA.label}): at equal budget the report's guess holds"
+        in text
+    )
+    # three seeds each, with ranges that overlap: the guess does not hold
+    for seed, (g, u) in enumerate(((300.0, 250.0), (240.0, 320.0)), start=1):
+        _arch_run(root, "gan-conv", seed, raw=g, ema=g)
+        _arch_run(root, "uotm-conv", seed, raw=u, ema=u)
+    text = study_report.architecture_verdict_markdown()
+    assert "Provisionally" not in text and "the ranges overlap" in text
+    assert "the report's guess does not hold here" in text
+    # an unfinished seed is not counted
+    assert len(study_report.final_values("architecture", "gan-conv", "raw", "fid")) == 3

@@ -220,10 +220,11 @@ def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
         return {"finished": True, label: {"fid": fid, "missing_classes": list(missing)}}
 
     entries = {
-        "uot": done(60.0), "gan": done(80.0),
+        "uot": done(60.0),
+        "gan": done(80.0),
         "r1-1": done(200.0, missing=[1, 2]),  # far worse, and collapsed
-        "r1-0.05": done(55.0),                # within noise
-        "gan-lr-5e-4": done(30.0),            # judged against the GAN
+        "r1-0.05": done(55.0),  # within noise
+        "gan-lr-5e-4": done(30.0),  # judged against the GAN
     }
     monkeypatch.setattr(report, "sweep_entries", lambda seed=0: entries)
     seeds = {}
@@ -253,8 +254,12 @@ def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
     # seeds of the table run further apart than the rounding pair widen the noise
     epoch, label = sweep.SWEEP_EPOCHS, sweep.SWEEP_EMA.label
     for i, fid in enumerate((40.0, 120.0, 60.0)):
-        seeds[i] = {"evals": [{"epoch": epoch, label: {"fid": fid}},
-                              {"epoch": epoch + 10, label: {"fid": 1.0}}]}
+        seeds[i] = {
+            "evals": [
+                {"epoch": epoch, label: {"fid": fid}},
+                {"epoch": epoch + 10, label: {"fid": 1.0}},
+            ]
+        }
     noise, source = report.sweep_noise()
     assert noise == pytest.approx(1.0) and "seeds" in source
     rows = {r["name"]: r for r in report.sweep_factor_rows()}

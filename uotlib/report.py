@@ -706,17 +706,19 @@ def sweep_factor_rows(seed: int = 0) -> list[dict[str, Any]]:
             else:
                 verdict = "better" if gap < 0 else "worse"
         missing = _score(entry, SWEEP_EMA.label, "missing_classes")
-        rows.append({
-            "name": variant.name,
-            "factor": variant.factor,
-            "change": variant.describe(),
-            "fid": fid,
-            "reference": reference,
-            "reference_fid": base,
-            "gap": gap,
-            "verdict": verdict,
-            "classes": None if missing is None else 10 - len(missing),
-        })
+        rows.append(
+            {
+                "name": variant.name,
+                "factor": variant.factor,
+                "change": variant.describe(),
+                "fid": fid,
+                "reference": reference,
+                "reference_fid": base,
+                "gap": gap,
+                "verdict": verdict,
+                "classes": None if missing is None else 10 - len(missing),
+            }
+        )
     return rows
 
 
@@ -754,9 +756,13 @@ def sweep_factor_markdown(seed: int = 0) -> str:
     )
     collapsed = [r for r in rows if r["classes"] is not None and r["classes"] < 10]
     if collapsed:
-        text += " Missing digit classes in the EMA's samples: " + ", ".join(
-            f"`{r['name']}` ({r['classes']} of 10 classes left)" for r in collapsed
-        ) + "."
+        text += (
+            " Missing digit classes in the EMA's samples: "
+            + ", ".join(
+                f"`{r['name']}` ({r['classes']} of 10 classes left)" for r in collapsed
+            )
+            + "."
+        )
     return "\n".join(lines) + "\n\n" + text
 
 
