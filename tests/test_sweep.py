@@ -265,3 +265,58 @@ def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
     rows = {r["name"]: r for r in report.sweep_factor_rows()}
     assert rows["gan-lr-5e-4"]["verdict"] == "within noise"
     assert rows["r1-1"]["verdict"] == "worse"
+
+
+def test_full_length_run_needs_same_settings_longer_and_the_average():
+    by_name = sweep.VARIANTS_BY_NAME
+    # the exp run trains psi-exp's settings for 100 epochs and keeps the average
+    assert sweep.full_length_run(by_name["psi-exp"]) == "uot-exp"
+    assert sweep.full_length_run(by_name["gan"]) == "gan"
+    # no table run has chi2 on both sides
+    assert sweep.full_length_run(by_name["psi-chi2"]) is None
+
+
+def test_full_length_run_refuses_a_run_without_the_average(monkeypatch):
+    from uotlib.config import EMASpec
+
+    runs = dict(sweep.RUNS)
+    runs["uot"] = runs["uot"].replace(ema=[EMASpec(0.9999)])
+    monkeypatch.setattr(sweep, "RUNS", runs)
+    assert sweep.full_length_run(sweep.VARIANTS_BY_NAME["uot"]) is None
+    runs["uot"] = runs["uot"].replace(ema=[sweep.SWEEP_EMA])
+    assert sweep.full_length_run(sweep.VARIANTS_BY_NAME["uot"]) == "uot"
+
+
+def test_candidates_are_the_best_and_those_within_noise(monkeypatch):
+    from uotlib import report
+
+    label = sweep.SWEEP_EMA.label
+
+    def done(fid):
+        return {"finished": True, label: {"fid": fid}}
+
+    entries = {
+        "uot": done(60.0),
+        "psi-chi2": done(70.0),
+        "otm": done(300.0),
+        "psi-exp": done(80.0),
+        "psi-kl": done(120.0),
+    }
+    monkeypatch.setattr(report, "sweep_entries", lambda seed=0: entries)
+    # the exp run, 100 epochs: two seeds finished, its epoch-40 values set the noise
+    seeds = {
+        s: {
+            "evals": [
+                {"epoch": sweep.SWEEP_EPOCHS, label: {"fid": f40}},
+                {"epoch": 100, label: {"fid": f100}},
+            ]
+        }
+        for s, (f40, f100) in enumerate(((50.0, 20.0), (90.0, 16.0)))
+    }
+    monkeypatch.setattr(report, "runs_present", lambda run: seeds)
+    # rounding pair 80 / 120: 40 %; seeds 50 / 90: 57 %; otm is 133 % away
+    assert report.sweep_candidates() == ["uot", "psi-chi2", "psi-exp"]
+    text = report.sweep_candidates_markdown()
+    assert "| `psi-exp` (psi1 = exp, psi2 = exp) | 80.0 | `uot-exp`, 100 epochs" in text
+    assert "| 18.0 ± 2.8 | 2 |" in text
+    assert "yet: `uot`, `psi-chi2`." in text

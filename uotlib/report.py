@@ -766,6 +766,65 @@ def sweep_factor_markdown(seed: int = 0) -> str:
     return "\n".join(lines) + "\n\n" + text
 
 
+def sweep_candidates(seed: int = 0) -> list[str]:
+    """The best UOT variant and those within :func:`sweep_noise` of it."""
+    best = sweep_best(seed)
+    noise = sweep_noise(seed)
+    if not best:
+        return []
+    top = best[0][1]
+    limit = noise[0] if noise else 0.0
+    return [name for name, fid in best if relative_gap(fid, top) <= limit]
+
+
+def sweep_candidates_markdown(seed: int = 0) -> str:
+    """Each candidate of the sweep and its full-length run with the table's seeds.
+
+    A candidate's full-length run is the table run with the same settings that
+    keeps the sweep's average (:func:`uotlib.sweep.full_length_run`); its EMA
+    FID at the last epoch is given over the seeds that finished.
+    """
+    from .sweep import SWEEP_EMA, SWEEP_EPOCHS, VARIANTS_BY_NAME, full_length_run
+
+    names = sweep_candidates(seed)
+    if not names:
+        return "The sweep has no candidates yet."
+    entries = sweep_entries(seed)
+    lines = [
+        f"| candidate | EMA FID at epoch {SWEEP_EPOCHS} (seed {seed}) "
+        "| full-length run | EMA FID at its last epoch (mean ± sd) | seeds |",
+        "|---|---:|---|---:|---:|",
+    ]
+    untrained = []
+    for name in names:
+        variant = VARIANTS_BY_NAME[name]
+        at_budget = _score(entries[name], SWEEP_EMA.label)
+        run = full_length_run(variant)
+        values = []
+        if run is not None:
+            last = RUNS[run].epochs
+            for metrics in runs_present(run).values():
+                for e in metrics["evals"]:
+                    if e["epoch"] == last and SWEEP_EMA.label in e:
+                        values.append(e[SWEEP_EMA.label]["fid"])
+        if not values:
+            untrained.append(name)
+        lines.append(
+            f"| `{name}` ({variant.describe()}) | {at_budget:.1f} | "
+            + (f"`{run}`, {RUNS[run].epochs} epochs" if run else "none")
+            + f" | {_mean_std(values, 1) if values else '—'} | {len(values)} |"
+        )
+    text = "\n".join(lines)
+    if untrained:
+        text += (
+            "\n\nNot trained at full length with the sweep's average yet: "
+            + ", ".join(f"`{n}`" for n in untrained)
+            + ". No table run has these settings and keeps an EMA of decay "
+            f"{SWEEP_EMA.decay}, so they are candidates, not results."
+        )
+    return text
+
+
 def figure_sweep_noise(label: str | None = None):
     """EMA FID over training of the table's seeds next to the rounding pair.
 

@@ -137,6 +137,12 @@ def select(names: list[str] | None) -> list[Variant]:
 _NOT_TRAJECTORY = {"epochs", "ema", "snapshot_epochs"}
 
 
+def _same_trajectory(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether ``a`` and ``b`` train the same networks the same way, epoch by epoch."""
+    first, second = a.to_dict(), b.to_dict()
+    return all(first[key] == second[key] for key in first if key not in _NOT_TRAJECTORY)
+
+
 def table_source(variant: Variant, seed: int = 0) -> str | None:
     """The table run whose first epochs are ``variant``, or None.
 
@@ -148,14 +154,28 @@ def table_source(variant: Variant, seed: int = 0) -> str | None:
     if variant.keeps_snapshot:
         return None
     mine = variant.config(seed)
-    wanted = mine.to_dict()
     for name, config in RUNS.items():
         theirs = config.replace(seed=seed)
-        other = theirs.to_dict()
-        same = all(
-            wanted[key] == other[key] for key in wanted if key not in _NOT_TRAJECTORY
-        )
-        if same and theirs.epochs >= mine.epochs and SWEEP_EMA in theirs.ema:
+        if (
+            _same_trajectory(mine, theirs)
+            and theirs.epochs >= mine.epochs
+            and SWEEP_EMA in theirs.ema
+        ):
+            return name
+    return None
+
+
+def full_length_run(variant: Variant) -> str | None:
+    """The table run that trains ``variant``'s settings past the sweep's budget
+    and keeps the sweep's average, or None: the full-length check of a
+    candidate, with the table's seeds."""
+    mine = variant.config()
+    for name, config in RUNS.items():
+        if (
+            _same_trajectory(mine, config.replace(seed=mine.seed))
+            and config.epochs > mine.epochs
+            and SWEEP_EMA in config.ema
+        ):
             return name
     return None
 
