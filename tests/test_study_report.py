@@ -241,6 +241,7 @@ def test_architecture_verdict_judges_the_guess_against_the_mlp(root):
     assert text.count("With the MLP at the same epoch") == 2
     assert "a ratio of 0.67" in text  # 200 / 300
     assert "Provisionally, with 1 of 3 seeds" in text
+    assert text.count("one seed each: no range to compare") == 2
     assert f"ranges apart: raw, {STUDY_EMA.label}), and the MLP" in text
     assert (
         f"does not ({STUDY_EMA.label}): at equal budget the report's guess holds"

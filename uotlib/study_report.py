@@ -60,11 +60,16 @@ def architecture_verdict_markdown() -> str:
             continue
         ratio, wins = _uot_wins(uot, gan)
         overlap = max(uot) >= min(gan) and max(gan) >= min(uot)
+        n = min(len(gan), len(uot))
         parts.append(
             f"{generator}: UOTM {np.mean(uot):.1f} against the GAN's "
-            f"{np.mean(gan):.1f} over {min(len(gan), len(uot))} seed(s), a ratio "
-            f"of {ratio:.2f}; the ranges "
-            + ("overlap." if overlap else "do not overlap.")
+            f"{np.mean(gan):.1f}, a ratio of {ratio:.2f}"
+            + (
+                " (one seed each: no range to compare)."
+                if n == 1
+                else f" over {n} seeds; the ranges "
+                + ("overlap." if overlap else "do not overlap.")
+            )
         )
         mlp_gan = mlp_fid_at("gan", epochs, generator)
         mlp_uot = mlp_fid_at("uot-exp", epochs, generator)
