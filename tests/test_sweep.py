@@ -227,9 +227,20 @@ def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
         "gan-lr-5e-4": done(30.0),  # judged against the GAN
     }
     monkeypatch.setattr(report, "sweep_entries", lambda seed=0: entries)
-    seeds = {}
-    monkeypatch.setattr(report, "runs_present", lambda run: seeds)
-    # no rounding pair yet: gaps are listed, not judged
+    table_runs = {"uot-exp": {}, "gan": {}}
+    monkeypatch.setattr(report, "runs_present", lambda run: table_runs[run])
+    epoch = sweep.SWEEP_EPOCHS
+
+    def seeds_at_budget(run, fids):
+        for i, fid in enumerate(fids):
+            table_runs[run][i] = {
+                "evals": [
+                    {"epoch": epoch, label: {"fid": fid}},
+                    {"epoch": epoch + 10, label: {"fid": 1.0}},
+                ]
+            }
+
+    # no rounding pair and no GAN seeds yet: gaps are listed, not judged
     rows = {r["name"]: r for r in report.sweep_factor_rows()}
     assert set(rows) == {"r1-1", "r1-0.05", "gan-lr-5e-4"}
     assert all(r["verdict"] is None for r in rows.values())
@@ -241,30 +252,35 @@ def test_factor_verdicts_weigh_gaps_against_the_rounding_noise(monkeypatch):
     rows = {r["name"]: r for r in report.sweep_factor_rows()}
     assert rows["r1-1"]["verdict"] == "worse" and rows["r1-1"]["classes"] == 8
     assert rows["r1-0.05"]["verdict"] == "within noise"
-    assert rows["gan-lr-5e-4"]["reference"] == "gan"
-    assert rows["gan-lr-5e-4"]["gap"] == pytest.approx(-50.0 / 55.0)
-    assert rows["gan-lr-5e-4"]["verdict"] == "better"
     # the psi pair itself is judged against the baseline like any variant
     assert rows["psi-kl"]["verdict"] == "within noise"
+    # a GAN variant is judged by the GAN's own seeds, still missing here
+    assert rows["gan-lr-5e-4"]["reference"] == "gan"
+    assert rows["gan-lr-5e-4"]["gap"] == pytest.approx(-50.0 / 55.0)
+    assert rows["gan-lr-5e-4"]["verdict"] is None
     text = report.sweep_factor_markdown()
-    assert "Better beyond the noise: `gan-lr-5e-4`." in text
     assert "`r1-1` (8 of 10 classes left)" in text
     row = "| λ | `r1-1` (r1_lambda = 1.0) | 200.0 | `uot` 60.0 | +108% | worse | 8 |"
     assert row in text
-    # seeds of the table run further apart than the rounding pair widen the noise
-    epoch, label = sweep.SWEEP_EPOCHS, sweep.SWEEP_EMA.label
-    for i, fid in enumerate((40.0, 120.0, 60.0)):
-        seeds[i] = {
-            "evals": [
-                {"epoch": epoch, label: {"fid": fid}},
-                {"epoch": epoch + 10, label: {"fid": 1.0}},
-            ]
-        }
+
+    # steady GAN seeds (70, 80: 13 %) make the GAN variant's gap a finding
+    seeds_at_budget("gan", (70.0, 80.0))
+    gan_noise, source = report.sweep_noise(method="gan")
+    assert gan_noise == pytest.approx(10.0 / 75.0) and "`gan`" in source
+    rows = {r["name"]: r for r in report.sweep_factor_rows()}
+    assert rows["gan-lr-5e-4"]["verdict"] == "better"
+    assert rows["gan-lr-5e-4"]["noise"] == pytest.approx(gan_noise)
+    text = report.sweep_factor_markdown()
+    assert "Better beyond the noise: `gan-lr-5e-4`." in text
+    assert "and 13% for GAN variants" in text
+
+    # seeds of the exp run further apart than the rounding pair widen UOT's noise
+    seeds_at_budget("uot-exp", (40.0, 120.0, 60.0))
     noise, source = report.sweep_noise()
     assert noise == pytest.approx(1.0) and "seeds" in source
     rows = {r["name"]: r for r in report.sweep_factor_rows()}
-    assert rows["gan-lr-5e-4"]["verdict"] == "within noise"
     assert rows["r1-1"]["verdict"] == "worse"
+    assert rows["psi-kl"]["noise"] == pytest.approx(1.0)
 
 
 def test_full_length_run_needs_same_settings_longer_and_the_average():

@@ -656,14 +656,21 @@ def seed_noise_at_budget(run: str = "uot-exp") -> float | None:
     return max(abs(relative_gap(a, b)) for a in values for b in values)
 
 
-def sweep_noise(seed: int = 0) -> tuple[float, str] | None:
+def sweep_noise(seed: int = 0, method: str = "uot") -> tuple[float, str] | None:
     """The gap one seed at the sweep's budget cannot resolve, and its source.
 
-    The larger of the rounding pair's gap (:func:`sweep_rounding_noise`) and
-    the largest gap between seeds of the ``uot-exp`` table run at the same
-    epoch (:func:`seed_noise_at_budget`); None until the rounding pair has
-    finished.
+    For UOT variants: the larger of the rounding pair's gap
+    (:func:`sweep_rounding_noise`) and the largest gap between seeds of the
+    ``uot-exp`` table run at the same epoch (:func:`seed_noise_at_budget`);
+    None until the rounding pair has finished. For GAN variants
+    (``method="gan"``): the largest gap between seeds of the ``gan`` table run
+    at that epoch, or None with fewer than two seeds.
     """
+    if method == "gan":
+        seeds = seed_noise_at_budget("gan")
+        if seeds is None:
+            return None
+        return seeds, "the largest gap between two seeds of `gan` at this epoch"
     rounding = sweep_rounding_noise(seed)
     if rounding is None:
         return None
@@ -678,14 +685,15 @@ def sweep_factor_rows(seed: int = 0) -> list[dict[str, Any]]:
 
     UOT variants are compared with the ``uot`` variant and GAN variants with
     the ``gan`` variant, by EMA FID at the end of the budget. The verdict
-    weighs the signed relative gap against :func:`sweep_noise`: "better" or
-    "worse" only where the gap is larger than that noise, "within noise"
-    where it is not, and None while the noise is not measured.
+    weighs the signed relative gap against :func:`sweep_noise` of the
+    variant's method: "better" or "worse" only where the gap is larger than
+    that noise, "within noise" where it is not, and None while the noise is
+    not measured.
     """
     from .sweep import SWEEP_EMA, VARIANTS
 
     entries = sweep_entries(seed)
-    noise = sweep_noise(seed)
+    noises = {method: sweep_noise(seed, method) for method in ("uot", "gan")}
     rows = []
     for variant in VARIANTS:
         if variant.factor == "baseline":
@@ -699,6 +707,7 @@ def sweep_factor_rows(seed: int = 0) -> list[dict[str, Any]]:
         if base is None:
             continue
         gap = relative_gap(fid, base)
+        noise = noises[reference]
         verdict = None
         if noise is not None:
             if abs(gap) <= noise[0]:
@@ -716,6 +725,7 @@ def sweep_factor_rows(seed: int = 0) -> list[dict[str, Any]]:
                 "reference_fid": base,
                 "gap": gap,
                 "verdict": verdict,
+                "noise": None if noise is None else noise[0],
                 "classes": None if missing is None else 10 - len(missing),
             }
         )
@@ -728,6 +738,7 @@ def sweep_factor_markdown(seed: int = 0) -> str:
     if not rows:
         return "No variant and its baseline have both finished yet."
     noise = sweep_noise(seed)
+    gan_noise = sweep_noise(seed, "gan")
     lines = [
         "| factor | variant | EMA FID | against | gap | verdict | classes |",
         "|---|---|---:|---|---:|---|---:|",
@@ -750,7 +761,13 @@ def sweep_factor_markdown(seed: int = 0) -> str:
 
     text = (
         f"Gaps are signed and relative to the mean of the two FIDs; the noise "
-        f"is {noise[0]:.0%} ({noise[1]}). Worse than its baseline beyond the noise: "
+        f"is {noise[0]:.0%} for UOT variants ({noise[1]})"
+        + (
+            f" and {gan_noise[0]:.0%} for GAN variants ({gan_noise[1]})"
+            if gan_noise is not None
+            else ""
+        )
+        + ". Worse than its baseline beyond the noise: "
         f"{names(worse)}. Within the noise: {names(within)}. Better beyond "
         f"the noise: {names(better)}."
     )
