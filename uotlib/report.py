@@ -601,16 +601,21 @@ def sweep_table_markdown(seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def sweep_best(seed: int = 0) -> list[tuple[str, float]]:
-    """UOT variants that finished, by EMA FID at the end of the budget, best first."""
+def sweep_best(seed: int = 0, method: str = "uot") -> list[tuple[str, float]]:
+    """Finished variants of ``method`` by EMA FID at the budget's end, best first."""
     from .sweep import SWEEP_EMA, VARIANTS_BY_NAME
 
     scored = []
     for name, entry in sweep_entries(seed).items():
         fid = _score(entry, SWEEP_EMA.label)
-        if fid is not None and VARIANTS_BY_NAME[name].config().method == "uot":
+        if fid is not None and VARIANTS_BY_NAME[name].config().method == method:
             scored.append((name, fid))
     return sorted(scored, key=lambda item: item[1])
+
+
+def relative_gap(value: float, reference: float) -> float:
+    """Signed gap of ``value`` from ``reference``, relative to their mean."""
+    return (value - reference) / (0.5 * (value + reference))
 
 
 # two sweep variants whose losses differ by a constant: the same gradients,
@@ -629,12 +634,17 @@ def sweep_rounding_noise(seed: int = 0) -> tuple[float, list[float]] | None:
     scores = [_score(entries.get(name, {}), SWEEP_EMA.label) for name in ROUNDING_PAIR]
     if None in scores:
         return None
-    return abs(scores[0] - scores[1]) / (0.5 * sum(scores)), scores
+    return abs(relative_gap(*scores)), scores
 
 
-def relative_gap(value: float, reference: float) -> float:
-    """Signed gap of ``value`` from ``reference``, relative to their mean."""
-    return (value - reference) / (0.5 * (value + reference))
+def fid_at_epoch(run: str, epoch: int, generator: str) -> list[float]:
+    """FID of a table run's ``generator`` at ``epoch``, one value per seed."""
+    return [
+        e[generator]["fid"]
+        for m in runs_present(run).values()
+        for e in m["evals"]
+        if e["epoch"] == epoch and generator in e
+    ]
 
 
 def seed_noise_at_budget(run: str = "uot-exp") -> float | None:
@@ -645,12 +655,7 @@ def seed_noise_at_budget(run: str = "uot-exp") -> float | None:
     """
     from .sweep import SWEEP_EMA, SWEEP_EPOCHS
 
-    values = [
-        e[SWEEP_EMA.label]["fid"]
-        for m in runs_present(run).values()
-        for e in m["evals"]
-        if e["epoch"] == SWEEP_EPOCHS and SWEEP_EMA.label in e
-    ]
+    values = fid_at_epoch(run, SWEEP_EPOCHS, SWEEP_EMA.label)
     if len(values) < 2:
         return None
     return max(abs(relative_gap(a, b)) for a in values for b in values)
@@ -817,13 +822,7 @@ def sweep_candidates_markdown(seed: int = 0) -> str:
         variant = VARIANTS_BY_NAME[name]
         at_budget = _score(entries[name], SWEEP_EMA.label)
         run = full_length_run(variant)
-        values = []
-        if run is not None:
-            last = RUNS[run].epochs
-            for metrics in runs_present(run).values():
-                for e in metrics["evals"]:
-                    if e["epoch"] == last and SWEEP_EMA.label in e:
-                        values.append(e[SWEEP_EMA.label]["fid"])
+        values = fid_at_epoch(run, RUNS[run].epochs, SWEEP_EMA.label) if run else []
         if not values:
             untrained.append(name)
         lines.append(

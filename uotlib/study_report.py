@@ -24,18 +24,6 @@ from .studies import STUDY_EMA, get_study, run_study, study_dir, study_metrics
 # ---- architecture: convolutional networks against the table's MLP -----------
 
 
-def mlp_fid_at(run: str, epoch: int, generator: str) -> list[float]:
-    """FID of a table run's ``generator`` at ``epoch``, one value per seed."""
-    from .report import runs_present
-
-    return [
-        e[generator]["fid"]
-        for m in runs_present(run).values()
-        for e in m["evals"]
-        if e["epoch"] == epoch and generator in e
-    ]
-
-
 def _uot_wins(uot: Sequence[float], gan: Sequence[float]) -> tuple[float, bool]:
     """Ratio of the means, and whether UOTM's range lies wholly below the GAN's."""
     return float(np.mean(uot) / np.mean(gan)), max(uot) < min(gan)
@@ -50,6 +38,8 @@ def architecture_verdict_markdown() -> str:
     table's MLP runs (GAN and ``exp``) at the study's epoch count, so that the
     architecture and not the shorter budget is what the verdict is about.
     """
+    from .report import fid_at_epoch
+
     study = get_study("architecture")
     epochs = study.config("gan-conv", 0).epochs
     parts, verdicts = [], {}
@@ -71,8 +61,8 @@ def architecture_verdict_markdown() -> str:
                 + ("overlap." if overlap else "do not overlap.")
             )
         )
-        mlp_gan = mlp_fid_at("gan", epochs, generator)
-        mlp_uot = mlp_fid_at("uot-exp", epochs, generator)
+        mlp_gan = fid_at_epoch("gan", epochs, generator)
+        mlp_uot = fid_at_epoch("uot-exp", epochs, generator)
         if mlp_gan and mlp_uot:
             mlp_ratio, mlp_wins = _uot_wins(mlp_uot, mlp_gan)
             parts.append(
