@@ -136,6 +136,23 @@ def test_overlapping_ranges_fail_the_target(tmp_path, monkeypatch):
     assert check["overlap"] and check["verdict"] == "not met"
 
 
+def test_best_tuned_row_waits_for_every_seed(tmp_path, monkeypatch):
+    from uotlib.experiments import LR_TUNED_ROW, TUNED_ROW
+
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    # nothing finished: the first tuned row stands
+    assert report.best_tuned_row(seeds=(0, 1)) == TUNED_ROW
+    _fake_results(
+        tmp_path,
+        {"uot-exp": {100: {"ema0.999": 20.0}}, "uot-lr5e-4": {100: {"ema0.999": 8.0}}},
+    )
+    assert report.best_tuned_row(seeds=(0, 1)) == LR_TUNED_ROW
+    # with a third seed asked for, neither row is complete
+    assert report.best_tuned_row(seeds=(0, 1, 2)) == TUNED_ROW
+    (tmp_path / "uot-exp").rename(tmp_path / "elsewhere")
+    assert report.best_tuned_row(seeds=(0, 1)) == LR_TUNED_ROW
+
+
 def test_reproducing_some_seeds_keeps_the_others_in_the_summary(tmp_path):
     from uotlib import cli
 

@@ -22,6 +22,7 @@ from .experiments import (
     EXTRA_ROWS,
     ROWS,
     RUNS,
+    TUNED_ROWS,
     TUNED_TARGET,
     Row,
     read_metrics,
@@ -474,6 +475,21 @@ def target_check(
     else:
         out["verdict"] = "not met"
     return out
+
+
+def best_tuned_row(seeds=DEFAULT_SEEDS) -> Row:
+    """The tuned UOT row with the lowest mean FID among those with every seed.
+
+    A row stays out of the running until all of ``seeds`` have finished, so
+    that one lucky seed cannot take the place; with none complete, the first
+    of :data:`~uotlib.experiments.TUNED_ROWS`.
+    """
+    complete = {}
+    for row in TUNED_ROWS:
+        values = row_numbers(row, seeds)["fid"]
+        if len(values) == len(seeds):
+            complete[row] = statistics.fmean(values)
+    return min(complete, key=complete.get) if complete else TUNED_ROWS[0]
 
 
 def target_markdown(
