@@ -31,6 +31,15 @@ def test_studies_ask_what_the_issue_asks():
     arch = studies.get_study("architecture")
     assert {arch.config(r, 0).method for r in arch.run_names} == {"gan", "uot"}
     assert all(arch.config(r, 0).g_arch == "conv" for r in arch.run_names)
+    # the wider pair changes the channels and nothing else
+    wide = studies.get_study("architecture-wide")
+    assert wide.run_names == arch.run_names
+    for run in arch.run_names:
+        narrow, broad = arch.config(run, 0), wide.config(run, 0)
+        assert broad.d_channels[0] > narrow.d_channels[0]
+        assert broad.g_channels[0] > narrow.g_channels[0]
+        same = broad.replace(g_channels=narrow.g_channels, d_channels=narrow.d_channels)
+        assert same == narrow, run
 
 
 def test_bad_names_are_named():

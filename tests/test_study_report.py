@@ -256,3 +256,6 @@ def test_architecture_verdict_judges_the_guess_against_the_mlp(root):
     assert "the report's guess does not hold here" in text
     # an unfinished seed is not counted
     assert len(study_report.final_values("architecture", "gan-conv", "raw", "fid")) == 3
+    # the wider pair reads its own folder, not the small pair's
+    wide = study_report.architecture_verdict_markdown("architecture-wide")
+    assert "`architecture-wide` study have not finished" in wide

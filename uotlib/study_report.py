@@ -29,9 +29,10 @@ def _uot_wins(uot: Sequence[float], gan: Sequence[float]) -> tuple[float, bool]:
     return float(np.mean(uot) / np.mean(gan)), max(uot) < min(gan)
 
 
-def architecture_verdict_markdown() -> str:
+def architecture_verdict_markdown(name: str = "architecture") -> str:
     """Does UOTM beat the GAN with the convolutional networks, where the MLP
-    at the same epoch does not? The report's guess, judged from the results.
+    at the same epoch does not? The report's guess, judged from the results
+    of the study ``name`` (``architecture`` or ``architecture-wide``).
 
     For the raw generator and the study's EMA, UOTM "beats" the GAN when its
     range over seeds lies wholly below the GAN's. The same test is made on the
@@ -40,12 +41,12 @@ def architecture_verdict_markdown() -> str:
     """
     from .report import fid_at_epoch
 
-    study = get_study("architecture")
+    study = get_study(name)
     epochs = study.config("gan-conv", 0).epochs
     parts, verdicts = [], {}
     for generator in ("raw", STUDY_EMA.label):
-        gan = final_values("architecture", "gan-conv", generator, "fid")
-        uot = final_values("architecture", "uotm-conv", generator, "fid")
+        gan = final_values(name, "gan-conv", generator, "fid")
+        uot = final_values(name, "uotm-conv", generator, "fid")
         if not gan or not uot:
             continue
         ratio, wins = _uot_wins(uot, gan)
@@ -73,15 +74,18 @@ def architecture_verdict_markdown() -> str:
             verdicts[generator] = (wins, mlp_wins)
     if not parts:
         return (
-            "The convolutional runs have not finished; the status line at "
-            "the top of the page says what is missing."
+            f"The convolutional runs of the `{name}` study have not finished; "
+            f"`python -m uotlib study {name} --threads 1` trains them."
         )
-    text = f"After {epochs} epochs with convolutional networks, " + " ".join(parts)
+    config = study.config("gan-conv", 0)
+    text = (
+        f"After {epochs} epochs with convolutional networks (channels "
+        f"{tuple(config.g_channels)} in the generator, "
+        f"{tuple(config.d_channels)} in the potential), " + " ".join(parts)
+    )
     if not verdicts:
         return text
-    seeds = min(
-        len(final_values("architecture", run, "raw", "fid")) for run in study.run_names
-    )
+    seeds = min(len(final_values(name, run, "raw", "fid")) for run in study.run_names)
     conv_wins = [g for g, (conv, _) in verdicts.items() if conv]
     mlp_wins = [g for g, (_, mlp) in verdicts.items() if mlp]
     if not conv_wins:
