@@ -136,6 +136,19 @@ def test_overlapping_ranges_fail_the_target(tmp_path, monkeypatch):
     assert check["overlap"] and check["verdict"] == "not met"
 
 
+def test_figure_rows_draws_each_seed_and_stops_at_the_row_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    _fake_results(tmp_path, {"uot": {60: {"raw": 40.0}, 100: {"raw": 30.0}}})
+    lines = report.figure_rows([ROWS[1]]).axes[0].lines
+    # two seeds thin, then the mean; the row reads epoch 60, so 100 is left out
+    assert len(lines) == 3
+    mean = lines[-1]
+    assert list(mean.get_xdata()) == [60] and list(mean.get_ydata()) == [41.0]
+    assert mean.get_label() == ROWS[1].label
+    # no results: a note instead of lines
+    assert not report.figure_rows([ROWS[0]]).axes[0].lines
+
+
 def test_best_tuned_row_waits_for_every_seed(tmp_path, monkeypatch):
     from uotlib.experiments import LR_TUNED_ROW, TUNED_ROW
 

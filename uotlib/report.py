@@ -105,6 +105,36 @@ def curve(
     return np.array(epochs), np.array(values, dtype=float)
 
 
+def _plot_seeds(ax: plt.Axes, series, color: str, label: str) -> None:
+    """Each seed's (epochs, values) thin, and their mean at the shared epochs."""
+    series = [s for s in series if len(s[0])]
+    for epochs, values in series:
+        ax.plot(epochs, values, color=color, alpha=0.3, linewidth=0.8)
+    if series:
+        common = sorted(set.intersection(*(set(e.tolist()) for e, _ in series)))
+        mean = [np.mean([v[list(e).index(c)] for e, v in series]) for c in common]
+        ax.plot(common, mean, color=color, marker="o", markersize=3, label=label)
+
+
+def figure_rows(rows: Sequence[Row], seeds: Sequence[int] = DEFAULT_SEEDS):
+    """FID over training of each row's generator (each seed thin, the mean
+    thick), on a log scale, up to the row's epoch."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for index, row in enumerate(rows):
+        series = []
+        for metrics in runs_present(row.run, seeds).values():
+            epochs, values = curve(metrics, row.generator)
+            keep = epochs <= row.epoch
+            series.append((epochs[keep], values[keep]))
+        _plot_seeds(ax, series, f"C{index}", row.label)
+    ax.set(xlabel="epoch", ylabel="FID (log scale)", yscale="log")
+    if ax.lines:
+        ax.legend(fontsize="small")
+    else:
+        _no_results(ax, ", ".join(r.run for r in rows))
+    return fig
+
+
 def plot_curves(
     ax: plt.Axes,
     run: str,
@@ -116,17 +146,8 @@ def plot_curves(
     """One line per generator: the mean over seeds, with each seed drawn thin."""
     present = runs_present(run, seeds)
     for index, generator in enumerate(generators):
-        color = f"C{index}"
         series = [curve(m, generator, key) for m in present.values()]
-        series = [s for s in series if len(s[0])]
-        for epochs, values in series:
-            ax.plot(epochs, values, color=color, alpha=0.3, linewidth=0.8)
-        if series:
-            common = sorted(set.intersection(*(set(e.tolist()) for e, _ in series)))
-            mean = [np.mean([v[list(e).index(c)] for e, v in series]) for c in common]
-            ax.plot(
-                common, mean, color=color, marker="o", markersize=3, label=generator
-            )
+        _plot_seeds(ax, series, f"C{index}", generator)
     ax.set_xlabel("epoch")
     ax.set_ylabel(key.replace("_", " "))
     if log_scale:
