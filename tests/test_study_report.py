@@ -104,12 +104,12 @@ def test_share_gap_counts_standard_errors_and_refuses_bad_shares():
         study_report.share_gap(0.1, 0.2, 0, 10)
 
 
-def _finish(root, name, run, generator_values):
-    """A finished seed-0 run of study ``name`` whose last EMA evaluation holds
+def _finish(root, name, run, generator_values, seed=0):
+    """A finished run of study ``name`` whose last EMA evaluation holds
     ``generator_values``."""
     epochs = get_study(name).config(run, 0).epochs
     last = {"epoch": epochs, STUDY_EMA.label: generator_values}
-    _write(study_dir(root, name, run, 0), epochs, [last])
+    _write(study_dir(root, name, run, seed), epochs, [last])
 
 
 def test_outliers_verdict_tells_a_real_gap_from_sampling_noise(root):
@@ -192,6 +192,31 @@ def test_imbalance_verdict_does_not_read_noise_as_a_difference(root):
     text = study_report.imbalance_verdict_markdown(train, 3)
     assert "as often, within sampling error, as the GAN" in text
     assert "least often" not in text and "most often" not in text
+
+
+def test_imbalance_verdict_sets_the_seeds_ranges_against_each_other(root, monkeypatch):
+    import dataclasses
+
+    from uotlib import studies
+
+    study = dataclasses.replace(get_study("imbalance"), seeds=(0, 1))
+    monkeypatch.setitem(studies.STUDIES, "imbalance", study)
+    train = np.full(10, 0.1)
+    train[3] = 0.011
+    train /= train.sum()
+    for run, counts in (("gan", (100, 104)), ("otm", (105, 98)), ("uotm", (20, 26))):
+        for seed, count in enumerate(counts):
+            hist = {"class_histogram": _histogram(count)}
+            _finish(root, "imbalance", run, hist, seed=seed)
+    text = study_report.imbalance_verdict_markdown(train, 3)
+    assert "Over 2 seeds" in text and "With one seed" not in text
+    assert "lies apart from that of GAN and OTM" in text
+    # a second UOTM seed as high as the others: the seeds overlap
+    (study_dir(root, "imbalance", "uotm", 1) / "metrics.json").unlink()
+    study_dir(root, "imbalance", "uotm", 1).rmdir()
+    _finish(root, "imbalance", "uotm", {"class_histogram": _histogram(101)}, seed=1)
+    text = study_report.imbalance_verdict_markdown(train, 3)
+    assert "overlaps the others'" in text
 
 
 def test_confident_class_shares_skip_unsure_images():

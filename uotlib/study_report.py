@@ -596,13 +596,41 @@ def _compare(p: float, q: float, n_p: int, n_q: int) -> tuple[str, float]:
     return ("fewer" if gap < -GAP else "more" if gap > GAP else "same"), abs(gap)
 
 
-def _one_seed_caveat(name: str) -> list[str]:
-    if len(get_study(name).seeds) > 1:
-        return []
+def _seed_caveat(shares: dict[str, Sequence[float]]) -> list[str]:
+    """What the standard errors leave out: the error of training again.
+
+    ``shares`` holds, by run, the share at the last epoch of each finished
+    seed. With one seed per run that error cannot be seen at all; with more,
+    the ranges over seeds show it, and UOTM's range is set against the others.
+    """
+    k = min(len(v) for v in shares.values())
+    if k < 2:
+        return [
+            "These standard errors count the sampling of the generated images "
+            "only. With one seed per method, the error of training again is not "
+            "in them, so only a gap several times larger is safe to read."
+        ]
+    ranges = ", ".join(f"`{r}` {min(v):.2%} to {max(v):.2%}" for r, v in shares.items())
+    uot = shares["uotm"]
+    apart = [
+        r
+        for r, v in shares.items()
+        if r != "uotm" and (max(uot) < min(v) or max(v) < min(uot))
+    ]
     return [
-        "These standard errors count the sampling of the generated images "
-        "only. With one seed per method, the error of training again is not "
-        "in them, so only a gap several times larger is safe to read."
+        f"Over {k} seeds the shares range over {ranges}. The standard errors "
+        "above pool the images of every seed and leave out the error of "
+        "training again; UOTM's range "
+        + (
+            "lies apart from that of " + " and ".join(r.upper() for r in apart)
+            if apart
+            else "overlaps the others'"
+        )
+        + (
+            ", so the seeds agree with the comparison where it found a gap."
+            if apart
+            else ", so a gap found above may be the seeds' and not the methods'."
+        )
     ]
 
 
@@ -626,7 +654,8 @@ def outliers_verdict_markdown(
             "the study's status line says what is missing."
         )
     mean = {r: float(np.mean(v)) for r, v in share.items()}
-    n = {r: int(min(final_values(name, r, STUDY_EMA.label, "n"))) for r in runs}
+    # the mean share over seeds counts the images of all of them
+    n = {r: int(sum(final_values(name, r, STUDY_EMA.label, "n"))) for r in runs}
 
     def last_mean(key):
         return {
@@ -680,7 +709,7 @@ def outliers_verdict_markdown(
             "this setting."
         )
         lines += _outlier_mechanism(targets or {}, data_share, mean, recall)
-    return " ".join(lines + _one_seed_caveat(name))
+    return " ".join(lines + _seed_caveat(share))
 
 
 def _outlier_mechanism(
@@ -763,13 +792,14 @@ def imbalance_verdict_markdown(
     """
     name = "imbalance"
     runs = get_study(name).run_names
-    rare, n = {}, {}
+    rare, n, per_seed = {}, {}, {}
     for run in runs:
         shares = generated_class_shares(name, run, STUDY_EMA.label)
         counts = final_values(name, run, STUDY_EMA.label, "class_histogram")
         if shares and counts:
-            rare[run] = float(np.mean([s[digit] for s in shares]))
-            n[run] = int(min(sum(c) for c in counts))
+            per_seed[run] = [s[digit] for s in shares]
+            rare[run] = float(np.mean(per_seed[run]))
+            n[run] = int(sum(sum(c) for c in counts))
     if len(rare) < len(runs):
         return (
             "Not every method has finished; the comparison waits for the "
@@ -850,7 +880,7 @@ def imbalance_verdict_markdown(
                     else f", still {sure / kept:.2f} times that target."
                 )
             )
-    return " ".join(lines + _one_seed_caveat(name))
+    return " ".join(lines + _seed_caveat(per_seed))
 
 
 @torch.no_grad()
