@@ -111,14 +111,14 @@ STUDIES = {
     "outliers": Study(
         "outliers",
         _methods(_MLP.replace(outlier_fraction=OUTLIER_FRACTION)),
-        seeds=(0,),
+        seeds=(0, 1, 2),
     ),
     "imbalance": Study(
         "imbalance",
         _methods(
             _MLP.replace(minority_digit=MINORITY_DIGIT, minority_keep=MINORITY_KEEP)
         ),
-        seeds=(0,),
+        seeds=(0, 1, 2),
     ),
 }
 
