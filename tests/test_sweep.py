@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from uotlib import sweep
 from uotlib.config import ConfigError
 from uotlib.data import ImageSet, load_mnist
+from uotlib.experiments import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +129,37 @@ def test_chapter_helpers_rank_and_tabulate(tmp_path, tiny_data, monkeypatch):
     assert len(fig.axes[0].lines) == 2
 
 
-def test_only_gan_and_psi_exp_are_table_runs():
+def test_the_variants_with_table_runs_are_found():
     sources = {v.name: sweep.table_source(v) for v in sweep.VARIANTS}
     assert {k: v for k, v in sources.items() if v} == {
         "gan": "gan",
         "psi-exp": "uot-exp",
+        "lr-5e-4": "uot-lr5e-4",
+        "gan-lr-5e-4": "gan-lr5e-4",
     }
     # the baseline matches the table's uot run, but keeps its own snapshot
     assert sweep.VARIANTS_BY_NAME["uot"].keeps_snapshot
+
+
+@pytest.mark.parametrize(
+    ("variant", "run"),
+    [("uot", "uot"), ("lr-5e-4", "uot-lr5e-4"), ("gan-lr-5e-4", "gan-lr5e-4")],
+)
+def test_trained_variants_repeat_their_table_runs(variant, run):
+    # the committed results: what justifies copying a table run's first epochs
+    results = Path(__file__).resolve().parents[1] / "results"
+    mine = read_metrics(results / "sweep", variant, 0)
+    theirs = read_metrics(results, run, 0)
+    if mine is None or theirs is None:
+        pytest.skip(f"{variant} or {run} is not committed")
+    n = sweep.SWEEP_EPOCHS
+    assert [e["loss_d"] for e in mine["epochs"]] == [
+        e["loss_d"] for e in theirs["epochs"][:n]
+    ]
+    by_epoch = {e["epoch"]: e for e in theirs["evals"]}
+    for record in mine["evals"]:
+        other = by_epoch[record["epoch"]]["raw"]["fid"]
+        assert record["raw"]["fid"] == pytest.approx(other, rel=1e-6)
 
 
 def _table_metrics(epochs):

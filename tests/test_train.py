@@ -153,7 +153,7 @@ def test_cli_sample_writes_uint8_digits(tmp_path, tiny_data):
 
 def test_cli_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["train", "no-such-run"]) == 2
-    assert "neither a run name (gan, uot, uot-exp)" in capsys.readouterr().err
+    assert f"neither a run name ({', '.join(RUNS)})" in capsys.readouterr().err
     code = main(
         ["sample", "--checkpoint", str(tmp_path / "x.pt"), "--n", "2"]
         + ["--out", str(tmp_path / "o.npy")]

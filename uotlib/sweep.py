@@ -16,15 +16,17 @@ because the full-length runs of seed 0 show that rankings made earlier are wrong
 UOT baseline has the lower FID up to epoch 30 and the ``exp`` run from epoch
 40 on (``results/uot`` and ``results/uot-exp``).
 
-Two variants need no training of their own: ``gan`` and ``psi-exp`` are the
-table's ``gan`` and ``uot-exp`` runs with the same settings, and an epoch count
-does not change a trajectory (no schedule reads it), so their first 40 epochs
-are the variant. :func:`table_source` finds such a run by comparing the
-configs, and the sweep copies its first :data:`SWEEP_EPOCHS` epochs when that
-run has them. The ``uot`` variant matches the table's ``uot`` too, and was
-trained anyway because the τ chapter loads its epoch-40 generator; its FID
-equals the table run's at epoch 40 to every digit, which is what justifies
-the copy.
+Four variants need no training of their own: ``gan``, ``psi-exp``, ``lr-5e-4``
+and ``gan-lr-5e-4`` have the settings of the table's ``gan``, ``uot-exp``,
+``uot-lr5e-4`` and ``gan-lr5e-4`` runs, and an epoch count does not change a
+trajectory (no schedule reads it), so their first 40 epochs are the variant.
+:func:`table_source` finds such a run by comparing the configs, and the sweep
+copies its first :data:`SWEEP_EPOCHS` epochs when that run has them. Three
+variants were trained anyway: ``uot`` matches the table's ``uot``, whose
+epoch-40 generator the τ chapter cannot load, and the two learning-rate
+variants came before their table runs. Each repeats its table run's losses
+exactly over the first 40 epochs and its FIDs to seven significant digits,
+which is what justifies the copy.
 
 ``python -m uotlib sweep`` trains the variants that are not finished yet (a
 killed sweep resumes where it stopped) and writes ``results/sweep/summary.json``.
