@@ -1,5 +1,7 @@
 """The loaded MNIST is the real one, and bad sources fail clearly."""
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,29 @@ def test_idx_round_trip(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "a-idx3-ubyte", array)
     assert np.array_equal(read_idx(tmp_path / "a-idx3-ubyte"), array)
+
+
+def _write_many(path, array, times):
+    for _ in range(times):
+        write_idx(path, array)
+
+
+def test_two_processes_can_write_one_idx_file_at_once(tmp_path):
+    # two runs started together both build the data files; with a temporary
+    # name shared between processes one rename found the file already moved
+    array = np.zeros((200, 28, 28), dtype=np.uint8)
+    path = tmp_path / "a-idx3-ubyte"
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_write_many, args=(path, array, 200)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert np.array_equal(read_idx(path), array)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 def test_corrupt_file_is_reported_with_its_checksum(tmp_path):

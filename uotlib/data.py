@@ -87,7 +87,9 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     if array.dtype != np.uint8:
         raise ValueError(f"IDX files here hold uint8, got {array.dtype}")
     magic = 0x0800 | array.ndim
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # a name of this process's own: two runs that start together both build
+    # the files, and a shared temporary name let one rename the other's away
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(struct.pack(">I", magic))
         handle.write(struct.pack(f">{array.ndim}I", *array.shape))
