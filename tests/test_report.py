@@ -1,6 +1,7 @@
 """The helpers behind the experiment chapters: shares, tables, orderings."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -134,6 +135,33 @@ def test_overlapping_ranges_fail_the_target(tmp_path, monkeypatch):
     )
     check = report.target_check(TUNED_ROW, ROWS[0], seeds=(0, 1), target=2.0)
     assert check["overlap"] and check["verdict"] == "not met"
+
+
+def test_report_verdict_turns_on_the_matched_gans(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "results_root", lambda: tmp_path)
+    fids = {
+        "gan": {100: {"raw": 10.0, "ema0.999": 8.0}},
+        "uot-exp": {100: {"raw": 12.0, "ema0.999": 4.0}},
+        "gan-lr5e-4": {100: {"ema0.999": 6.0}},
+        # seeds 5.9 and 7.9 against the GAN's 6 and 8: the ranges overlap
+        "uot-lr5e-4": {100: {"ema0.999": 5.9}},
+    }
+    _fake_results(tmp_path, fids)
+    text = report.report_verdict_markdown(seeds=(0, 1))
+    assert "does not hold here. 1 of 2 tuned UOT settings" in text
+    assert "ratio 0.56, ranges apart" in text and "ranges overlapping" in text
+    # the untuned exp run is behind the GAN, so nothing is said of the ordering
+    assert "rank UOT first" not in text
+    # the asterisk of Ψ* is escaped so that it does not end the emphasis
+    assert r"*Tuned UOT: Ψ\* = exp + EMA 0.999*" in text
+    # a third seed that has not run leaves the verdict open
+    assert "not tested yet" in report.report_verdict_markdown()
+
+    fids["uot-exp"][100]["ema0.999"] = 7.5
+    for folder in tmp_path.iterdir():
+        shutil.rmtree(folder)
+    _fake_results(tmp_path, fids)
+    assert "verdict holds here" in report.report_verdict_markdown(seeds=(0, 1))
 
 
 def test_figure_rows_draws_each_seed_and_stops_at_the_row_epoch(tmp_path, monkeypatch):
