@@ -109,10 +109,15 @@ def architecture_verdict_markdown(name: str = "architecture") -> str:
             "changes the verdict."
         )
     if seeds < len(study.seeds):
+        caveat = (
+            "one seed has no range, so a single run decides each comparison"
+            if seeds == 1
+            else "more seeds can only widen the ranges, so ranges apart now "
+            "may overlap later"
+        )
         verdict = (
             f"Provisionally, with {seeds} of {len(study.seeds)} seeds finished "
-            "(one seed has no range, so a single run decides each comparison): "
-            + verdict
+            f"({caveat}): " + verdict
         )
     return text + " " + verdict
 
